@@ -1,0 +1,3 @@
+from plugwatch.cli import main
+
+main()

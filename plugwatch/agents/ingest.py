@@ -1,0 +1,134 @@
+"""Ingestion agents for telemetry.logs|traces|metrics: thin wiring around ``IngestPipeline``.
+
+Each agent takes a batch of events, runs the pure pipeline, and writes the masked copies to
+``telemetry.masked.*`` and ClickHouse and the rejects to ``plugin.deadletter`` -- all awaited before
+the batch is acknowledged, so offsets commit only after the outputs exist (at-least-once; the
+ClickHouse tables collapse redelivered rows by ``event_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from plugwatch import metrics
+from plugwatch.ingest import BatchOutcome, Source
+
+if TYPE_CHECKING:
+    from plugwatch.app import PlugwatchApp
+
+log = logging.getLogger(__name__)
+
+SIGNALS = ("logs", "traces", "metrics")
+
+
+async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], max_delay: float = 30.0) -> None:
+    """Retry a sink write with exponential backoff: a sink outage pauses the partition, loses nothing."""
+    delay = 0.5
+    while True:
+        try:
+            await action()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
+def record_metrics(signal: str, topic: str, outcome: BatchOutcome) -> None:
+    metrics.INGEST_MESSAGES.labels(topic).inc(outcome.messages)
+    metrics.BATCH_SIZE.labels(signal).observe(outcome.messages)
+    if outcome.records:
+        # One encoding per batch is the common case; count records under the dominant one.
+        encoding = outcome.encodings.most_common(1)[0][0] if outcome.encodings else "json"
+        metrics.INGEST_RECORDS.labels(signal, encoding).inc(len(outcome.records))
+    for letter in outcome.deadletters:
+        metrics.DEADLETTERS.labels(topic, letter.reason).inc()
+    for detector, count in outcome.mask_stats.counts.items():
+        metrics.MASKING_DETECTIONS.labels(detector).inc(count)
+    if outcome.mask_stats.violations:
+        metrics.MASKING_VIOLATIONS.inc(outcome.mask_stats.violations)
+
+
+async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -> None:
+    services = app.services
+    topics = app.settings.topics
+    writes = []
+    if outcome.records:
+        masked_topic = topics.masked(signal)
+        items = [(r.key.encode(), r.value) for r in outcome.records]
+        rows = [r.record for r in outcome.records]
+        writes.append(
+            retry_forever(f"produce to {masked_topic}", lambda: services.topics.send_many(masked_topic, items))
+        )
+        writes.append(
+            retry_forever(f"insert {signal} into ClickHouse", lambda: services.clickhouse.insert_telemetry(signal, rows))
+        )
+    if outcome.deadletters:
+        letters = [(d.key, d.value) for d in outcome.deadletters]
+        writes.append(
+            retry_forever(f"produce to {topics.deadletter}", lambda: services.topics.send_many(topics.deadletter, letters))
+        )
+    await asyncio.gather(*writes)
+
+
+def make_ingest_agent(app: PlugwatchApp, signal: str) -> Callable[[Any], Awaitable[None]]:
+    pipeline = app.services.pipeline
+    batch_size = app.settings.ingest.batch_size
+    within = app.settings.ingest.batch_within_s
+    processed = app.processed_offsets
+
+    async def ingest(stream: Any) -> None:
+        async for events in stream.take_events(batch_size, within=within):
+            outcome = BatchOutcome()
+            topic = ""
+            for event in events:
+                message = event.message
+                topic = message.topic
+                processed[(topic, message.partition)] = message.offset + 1
+                timestamp = message.timestamp
+                source = Source(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    int(timestamp * 1000) if timestamp else None,
+                )
+                pipeline.process(signal, event.value, source, outcome)
+            await write_outcome(app, signal, outcome)
+            record_metrics(signal, topic, outcome)
+
+    ingest.__name__ = f"ingest_{signal}"
+    ingest.__qualname__ = ingest.__name__
+    return ingest
+
+
+def update_lag(app: PlugwatchApp) -> None:
+    """Consumer lag per assigned inbound partition: end offset minus the next offset to process."""
+    inbound = {app.settings.topics.inbound(s) for s in SIGNALS}
+    for tp in app.consumer.assignment():
+        if tp.topic not in inbound:
+            continue
+        end = app.consumer.highwater(tp)
+        if end is None:
+            continue
+        done = app.processed_offsets.get((tp.topic, tp.partition), 0)
+        metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+
+
+def register_ingest_agents(app: PlugwatchApp) -> None:
+    @app.timer(interval=5.0, name="plugwatch.ingest.lag")
+    async def _lag() -> None:
+        update_lag(app)
+
+    for signal in SIGNALS:
+        topic = app.topic(
+            app.settings.topics.inbound(signal),
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=app.settings.topic_partitions,
+        )
+        app.agent(topic, name=f"plugwatch.ingest.{signal}")(make_ingest_agent(app, signal))

@@ -1,0 +1,119 @@
+"""The Faust app and its wiring: settings -> app.conf, sinks chosen and started here.
+
+``faust -A plugwatch.app worker`` and ``plugwatch worker`` run the same module-level ``app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from plugwatch.ingest import IngestPipeline
+from plugwatch.masking import MaskingEngine, MaskingFilter
+from plugwatch.settings import Settings, get_settings
+from plugwatch.sinks.clickhouse import ClickHouse
+from plugwatch.sinks.topics import TopicSink
+from plugwatch.streams.topics import ensure_topics
+
+log = logging.getLogger("plugwatch")
+
+
+def install_log_masking(masker: MaskingEngine) -> None:
+    """Mask the service's own log lines: a filter on every root handler sees every record."""
+    log_filter = MaskingFilter(masker)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(log_filter)
+
+
+class Services:
+    """What agents and views share in one worker: the masking engine and the sinks."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.masker = MaskingEngine.from_file(
+            settings.masking_rules_path, hmac_key=settings.masking_key.get_secret_value().encode()
+        )
+        self.pipeline = IngestPipeline(
+            self.masker,
+            max_bytes=settings.ingest.max_message_bytes,
+            max_depth=settings.ingest.max_depth,
+            excerpt_chars=settings.ingest.deadletter_excerpt_chars,
+        )
+        self.clickhouse = ClickHouse(
+            settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.telemetry_ttl_days
+        )
+        self.topics = TopicSink(settings.bootstrap_servers, client_id=f"{settings.app_id}-sink")
+
+    async def start(self) -> None:
+        await self.clickhouse.start()
+        await self.topics.start()
+
+    async def stop(self) -> None:
+        await self.topics.stop()
+        await self.clickhouse.close()
+
+
+class PlugwatchApp(faust.App):
+    services: Services
+
+    def __init__(self, settings: Settings, **overrides: Any):
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        conf: dict[str, Any] = {
+            "broker": settings.broker_url,
+            "store": settings.table_store,
+            "datadir": str(settings.data_dir / "faust"),
+            "web_host": settings.web_host,
+            "web_port": settings.web_port,
+            "web_bind": settings.web_host,
+            "topic_partitions": settings.topic_partitions,
+            "topic_replication_factor": settings.topic_replication,
+            "broker_session_timeout": settings.broker_session_timeout_s,
+            "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
+            "broker_rebalance_timeout": settings.broker_rebalance_timeout_s,
+            "consumer_auto_offset_reset": "earliest",
+            "autodiscover": False,
+            "web_enabled": True,
+        }
+        conf.update(overrides)
+        super().__init__(settings.app_id, **conf)
+        self.services = Services(settings)
+        # (topic, partition) -> next offset to process, for the lag gauge.
+        self.processed_offsets: dict[tuple[str, int], int] = {}
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        install_log_masking(self.services.masker)
+        counts = await ensure_topics(
+            self.settings.bootstrap_servers,
+            self.settings.topics.all_names(),
+            self.settings.topic_partitions,
+            self.settings.topic_replication,
+        )
+        log.info("topics ready: %d topics", len(counts))
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await self.services.start()
+
+    async def on_shutdown(self) -> None:
+        # After the agents have stopped: flush and close the sinks last.
+        await super().on_shutdown()
+        await self.services.stop()
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchApp:
+    from plugwatch.agents.ingest import register_ingest_agents
+    from plugwatch.web.views import register_views
+
+    settings = settings or get_settings()
+    app = PlugwatchApp(settings, **overrides)
+    register_ingest_agents(app)
+    register_views(app)
+    return app
+
+
+app = create_app()

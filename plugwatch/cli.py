@@ -1,0 +1,220 @@
+"""The ``plugwatch`` command: Faust's command line (``plugwatch worker`` …) plus plugwatch's own.
+
+Own commands: broker, up, produce, sql, mask, bench. Anything else goes to Faust's CLI with the
+plugwatch app loaded, as ``faust -A plugwatch.app …`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from plugwatch.settings import get_settings
+
+OWN_COMMANDS = {"broker", "up", "produce", "sql", "mask", "bench"}
+DEV_TOKEN = "plugwatch-dev-token"
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Faust's commands work too, with the plugwatch app loaded: "
+    "plugwatch worker [-l info] [--web-port N], plugwatch agents, plugwatch tables, … "
+    "(plugwatch worker --help).",
+)
+def cli() -> None:
+    """plugwatch: masked telemetry, diagnostics and suspensions for a plugin platform."""
+
+
+def _wait_for_stop_signal(poll: list[subprocess.Popen[bytes]]) -> int | None:
+    """Block until SIGINT/SIGTERM (returns None) or until a watched child exits (returns its code)."""
+    stop = {"signal": False}
+
+    def _handler(signum: int, frame: object) -> None:
+        stop["signal"] = True
+
+    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop["signal"]:
+            for proc in poll:
+                code = proc.poll()
+                if code is not None:
+                    return code
+            time.sleep(0.2)
+        return None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _start_embedded_broker():  # -> EmbeddedBroker
+    from plugwatch.embedded import EmbeddedBroker
+
+    settings = get_settings()
+    host, port = settings.broker_host_port
+    broker = EmbeddedBroker(host, port, log_path=settings.data_dir / "broker.log")
+    return broker.start()
+
+
+@cli.command()
+def broker() -> None:
+    """Start the embedded Tansu broker on broker_url's host:port, print its URL, run until Ctrl-C."""
+    from plugwatch.embedded import BrokerError
+
+    try:
+        embedded = _start_embedded_broker()
+    except BrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(embedded.url, nl=True)
+    sys.stdout.flush()
+    try:
+        code = _wait_for_stop_signal([embedded.process])
+        if code is not None:
+            raise click.ClickException(f"the broker exited with code {code}")
+    finally:
+        embedded.stop()
+
+
+@cli.command()
+@click.option("-l", "--loglevel", default="info", show_default=True, help="worker log level")
+def up(loglevel: str) -> None:
+    """Embedded broker (unless embedded_broker is false) and a worker, in the foreground.
+
+    Ctrl-C (or SIGTERM) stops the worker, then the broker; nothing is left running.
+    """
+    from plugwatch.embedded import BrokerError, die_with_parent
+
+    settings = get_settings()
+    embedded = None
+    if settings.embedded_broker:
+        try:
+            embedded = _start_embedded_broker()
+        except BrokerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"embedded broker: {embedded.url}")
+    env = {**os.environ, "PLUGWATCH_BROKER_URL": settings.broker_url}
+    # Own session: a terminal's Ctrl-C reaches only this process, which stops the worker before the
+    # broker; die_with_parent stops the worker even if this process is killed outright.
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "plugwatch", "worker", "-l", loglevel],
+        env=env,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    watched = [worker] + ([embedded.process] if embedded else [])
+    code = 0
+    try:
+        exited = _wait_for_stop_signal(watched)
+        if exited is not None:
+            code = exited or 1
+            click.echo(f"a component exited (code {exited}); stopping", err=True)
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        if embedded is not None:
+            embedded.stop()
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--create-topics/--no-create-topics", default=True, show_default=True,
+              help="create the service's topics (and the file's) with the configured partitions first")
+def produce(file: str, create_topics: bool) -> None:
+    """Publish a JSON-lines replay file: one {"topic", "key", "value"[, "headers"]} per line.
+
+    An object or array value is sent as JSON, a string as its UTF-8 text. FILE may be - for stdin.
+    """
+    from plugwatch.replay import ReplayError, produce_file
+
+    try:
+        report = asyncio.run(produce_file(file, get_settings(), create_topics=create_topics))
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line_no, error in report.errors:
+        click.echo(f"{file}:{line_no}: {error}", err=True)
+    per_topic = ", ".join(f"{t}={n}" for t, n in sorted(report.per_topic.items()))
+    click.echo(f"produced {report.sent} messages ({per_topic})")
+    if report.errors:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@click.option("--token", envvar="PLUGWATCH_TOKEN", default=DEV_TOKEN, show_default="$PLUGWATCH_TOKEN or the dev token")
+def sql(query: str, as_json: bool, token: str) -> None:
+    """Run a read-only query on plugwatch's ClickHouse (through the running worker if there is one)."""
+    from plugwatch.sqlquery import SqlError, format_table, run_query
+
+    try:
+        columns, rows = asyncio.run(run_query(query, get_settings(), token))
+    except SqlError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps({"columns": columns, "rows": rows}, default=str).decode())
+    else:
+        click.echo(format_table(columns, rows))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def mask(args: tuple[str, ...]) -> None:
+    """Mask a JSON-lines file with the masking engine: plugwatch mask [--rules PATH] [--stats] < in > out"""
+    from plugwatch.masking.cli import mask_main
+
+    sys.exit(mask_main(list(args)))
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print figures (not part of the tests)."""
+
+
+@bench.command("ingest")
+@click.option("--events", default=100_000, show_default=True, help="events to produce")
+@click.option("--plugins", default=500, show_default=True, help="distinct tenant/plugin keys")
+def bench_ingest(events: int, plugins: int) -> None:
+    """Ingest path end to end on one worker vs a bare Faust agent vs raw aiokafka consume."""
+    from plugwatch.bench.ingest import run
+
+    click.echo(run(events=events, plugins=plugins))
+
+
+@bench.command("mask")
+@click.option("--events", default=20_000, show_default=True)
+def bench_mask(events: int) -> None:
+    """Masking engine MB/s and events/s vs an orjson round trip of the same lines."""
+    from plugwatch.masking.bench import bench_mask as run_mask_bench
+
+    line = run_mask_bench(events=events)
+    if line:
+        click.echo(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in OWN_COMMANDS or args[0] in ("-h", "--help"):
+        cli.main(args=args, prog_name="plugwatch")
+        return
+    from plugwatch.app import app
+
+    sys.argv = ["plugwatch", *args]
+    app.main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

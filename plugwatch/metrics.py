@@ -1,0 +1,69 @@
+"""Prometheus metrics of the service, on one registry served at ``/metrics``.
+
+Names follow DESIGN §8 (the platform's names, dots as underscores) and ``plugwatch_*`` for the rest.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+INGEST_MESSAGES = Counter(
+    "plugwatch_ingest_messages_total",
+    "Messages consumed from an inbound telemetry topic",
+    ["topic"],
+    registry=REGISTRY,
+)
+INGEST_RECORDS = Counter(
+    "plugwatch_ingest_records_total",
+    "Records decoded, validated, masked and written, by signal and wire encoding",
+    ["signal", "encoding"],
+    registry=REGISTRY,
+)
+DEADLETTERS = Counter(
+    "plugwatch_deadletter_total",
+    "Inputs sent to the dead-letter topic, by source topic and reason",
+    ["topic", "reason"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "plugwatch_consumer_lag",
+    "Messages between the committed offset and the end of an assigned partition",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "plugwatch_ingest_batch_size",
+    "Messages per ingest batch",
+    ["signal"],
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    registry=REGISTRY,
+)
+CLICKHOUSE_ROWS = Counter(
+    "plugwatch_clickhouse_rows_total", "Rows inserted into ClickHouse", ["table"], registry=REGISTRY
+)
+CLICKHOUSE_INSERT_SECONDS = Histogram(
+    "plugwatch_clickhouse_insert_seconds",
+    "Time of one batched ClickHouse insert",
+    ["table"],
+    registry=REGISTRY,
+)
+CLICKHOUSE_ERRORS = Counter(
+    "plugwatch_clickhouse_errors_total", "Failed ClickHouse inserts (retried)", ["table"], registry=REGISTRY
+)
+MASKING_DETECTIONS = Counter(
+    "plugwatch_masking_detections_total",
+    "Sensitive values masked, by detector or key rule",
+    ["detector"],
+    registry=REGISTRY,
+)
+MASKING_VIOLATIONS = Counter(
+    "debug_masking_violation_total",
+    "Values the post-mask verifier still found sensitive (replaced whole, never emitted)",
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

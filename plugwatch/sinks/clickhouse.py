@@ -1,0 +1,161 @@
+"""ClickHouse through clickhouse-connect: a server (``http://host:8123``) or chDB (``chdb:///dir``).
+
+chDB runs inside this process and allows one engine path per process, so one ``ClickHouse`` object
+owns the client and runs every call on its own single thread (the event loop never blocks on it).
+Inserts are batched: one JSONEachRow block per table per call, parsed by ClickHouse, not Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+import orjson
+
+from plugwatch import metrics
+from plugwatch.sinks.schema import TELEMETRY_TABLES, Table, ddl
+
+log = logging.getLogger(__name__)
+
+# Objects and arrays land in String columns as JSON text; numbers and bools in String columns as text.
+_INSERT_SETTINGS = {
+    "input_format_skip_unknown_fields": 1,
+    "input_format_json_read_objects_as_strings": 1,
+    "input_format_json_read_arrays_as_strings": 1,
+    "input_format_json_read_numbers_as_strings": 1,
+    "input_format_json_read_bools_as_strings": 1,
+}
+
+
+class ClickHouseError(RuntimeError):
+    pass
+
+
+def telemetry_row(table: Table, record: dict[str, Any]) -> dict[str, Any]:
+    """A masked record as a row of ``table``: times in seconds, unknown fields kept in ``extra``."""
+    row: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    known = table.known
+    for name, value in record.items():
+        if name not in known:
+            extra[name] = value
+        elif name in table.time_fields:
+            row[name] = value / 1000
+        else:
+            row[name] = value
+    if extra:
+        row["extra"] = extra
+    return row
+
+
+def _client_kwargs(dsn: str, database: str) -> dict[str, Any]:
+    if dsn.startswith("chdb:"):
+        path = urlparse(dsn).path
+        if path and path != "/":
+            from pathlib import Path
+
+            Path(path).mkdir(parents=True, exist_ok=True)
+    return {"dsn": dsn}
+
+
+class ClickHouse:
+    def __init__(self, dsn: str, database: str = "plugwatch", telemetry_ttl_days: int = 30):
+        self.dsn = dsn
+        self.database = database
+        self.telemetry_ttl_days = telemetry_ttl_days
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._client: Any = None
+
+    @property
+    def is_chdb(self) -> bool:
+        return self.dsn.startswith("chdb:")
+
+    # All client calls run on the one executor thread. -----------------------------------------
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = clickhouse_connect.get_client(**_client_kwargs(self.dsn, self.database))
+            except Exception as exc:
+                hint = (
+                    " (chDB allows one process per data directory: is another plugwatch worker running"
+                    " on it? Use `plugwatch sql` against the running worker instead)"
+                    if self.is_chdb
+                    else ""
+                )
+                raise ClickHouseError(f"cannot open ClickHouse at {self.dsn}: {exc}{hint}") from exc
+        return self._client
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _apply_schema(self) -> None:
+        client = self._connect()
+        for statement in ddl(self.database, self.telemetry_ttl_days):
+            client.command(statement)
+
+    def _insert_json(self, table: str, block: bytes) -> None:
+        self._connect().raw_insert(
+            f"{self.database}.{table}", insert_block=block, fmt="JSONEachRow", settings=_INSERT_SETTINGS
+        )
+
+    def _query(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None) -> Any:
+        result = self._connect().query(sql, parameters=parameters, settings=settings)
+        return list(result.column_names), [list(row) for row in result.result_rows]
+
+    def _ping(self) -> bool:
+        return self._connect().command("SELECT 1") == 1
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()  # chDB writes its parts out on close
+
+    # Public coroutine API ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._run(self._apply_schema)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._run(self._ping))
+        except Exception:
+            return False
+
+    async def insert_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        block = b"\n".join(orjson.dumps(row, default=str) for row in rows)
+        started = time.perf_counter()
+        try:
+            await self._run(self._insert_json, table, block)
+        except Exception:
+            metrics.CLICKHOUSE_ERRORS.labels(table).inc()
+            raise
+        metrics.CLICKHOUSE_INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
+        metrics.CLICKHOUSE_ROWS.labels(table).inc(len(rows))
+
+    async def insert_telemetry(self, signal: str, records: Iterable[dict[str, Any]]) -> None:
+        table = TELEMETRY_TABLES[signal]
+        await self.insert_rows(table.name, [telemetry_row(table, r) for r in records])
+
+    async def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        readonly: bool = False,
+    ) -> tuple[list[str], list[list[Any]]]:
+        settings = {"readonly": 1} if readonly and not self.is_chdb else None
+        return await self._run(self._query, sql, parameters, settings)
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
