@@ -130,7 +130,9 @@ def up(loglevel: str) -> None:
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--create-topics/--no-create-topics", default=True, show_default=True,
               help="create the service's topics (and the file's) with the configured partitions first")
-def produce(file: str, create_topics: bool) -> None:
+@click.option("--now", "shift_now", is_flag=True,
+              help="shift every ts/start_ts/end_ts (and OTLP *UnixNano) by one delta so the newest is now")
+def produce(file: str, create_topics: bool, shift_now: bool) -> None:
     """Publish a JSON-lines replay file: one {"topic", "key", "value"[, "headers"]} per line.
 
     An object or array value is sent as JSON, a string as its UTF-8 text. FILE may be - for stdin.
@@ -138,7 +140,8 @@ def produce(file: str, create_topics: bool) -> None:
     from plugwatch.replay import ReplayError, produce_file
 
     try:
-        report = asyncio.run(produce_file(file, get_settings(), create_topics=create_topics))
+        now_ms = int(time.time() * 1000) if shift_now else None
+        report = asyncio.run(produce_file(file, get_settings(), create_topics=create_topics, now_ms=now_ms))
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from exc
     for line_no, error in report.errors:

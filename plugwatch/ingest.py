@@ -79,9 +79,7 @@ class IngestPipeline:
             out.deadletters.append(self._deadletter("empty", "message has no value", raw, source, signal))
             return
         try:
-            decoded, encoding = decode_message(
-                raw, signal, max_bytes=self.max_bytes, max_depth=self.max_depth
-            )
+            decoded, encoding = decode_message(raw, signal, max_bytes=self.max_bytes)
         except DecodeError as exc:
             out.deadletters.append(self._deadletter(exc.reason, str(exc), raw, source, signal))
             return

@@ -61,12 +61,12 @@ async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -
     if outcome.records:
         masked_topic = topics.masked(signal)
         items = [(r.key.encode(), r.value) for r in outcome.records]
-        rows = [r.record for r in outcome.records]
+        values = [r.value for r in outcome.records]
         writes.append(
             retry_forever(f"produce to {masked_topic}", lambda: services.topics.send_many(masked_topic, items))
         )
         writes.append(
-            retry_forever(f"insert {signal} into ClickHouse", lambda: services.clickhouse.insert_telemetry(signal, rows))
+            retry_forever(f"insert {signal} into ClickHouse", lambda: services.clickhouse.insert_telemetry(signal, values))
         )
     if outcome.deadletters:
         letters = [(d.key, d.value) for d in outcome.deadletters]

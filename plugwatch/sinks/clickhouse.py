@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
@@ -19,39 +19,12 @@ import clickhouse_connect
 import orjson
 
 from plugwatch import metrics
-from plugwatch.sinks.schema import TELEMETRY_TABLES, Table, ddl
+from plugwatch.sinks.schema import TELEMETRY_TABLES, ddl
 
 log = logging.getLogger(__name__)
 
-# Objects and arrays land in String columns as JSON text; numbers and bools in String columns as text.
-_INSERT_SETTINGS = {
-    "input_format_skip_unknown_fields": 1,
-    "input_format_json_read_objects_as_strings": 1,
-    "input_format_json_read_arrays_as_strings": 1,
-    "input_format_json_read_numbers_as_strings": 1,
-    "input_format_json_read_bools_as_strings": 1,
-}
-
-
 class ClickHouseError(RuntimeError):
     pass
-
-
-def telemetry_row(table: Table, record: dict[str, Any]) -> dict[str, Any]:
-    """A masked record as a row of ``table``: times in seconds, unknown fields kept in ``extra``."""
-    row: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    known = table.known
-    for name, value in record.items():
-        if name not in known:
-            extra[name] = value
-        elif name in table.time_fields:
-            row[name] = value / 1000
-        else:
-            row[name] = value
-    if extra:
-        row["extra"] = extra
-    return row
 
 
 def _client_kwargs(dsn: str, database: str) -> dict[str, Any]:
@@ -101,10 +74,8 @@ class ClickHouse:
         for statement in ddl(self.database, self.telemetry_ttl_days):
             client.command(statement)
 
-    def _insert_json(self, table: str, block: bytes) -> None:
-        self._connect().raw_insert(
-            f"{self.database}.{table}", insert_block=block, fmt="JSONEachRow", settings=_INSERT_SETTINGS
-        )
+    def _insert(self, table: str, block: bytes, fmt: str, columns: list[str] | None) -> None:
+        self._connect().raw_insert(f"{self.database}.{table}", column_names=columns, insert_block=block, fmt=fmt)
 
     def _query(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any] | None) -> Any:
         result = self._connect().query(sql, parameters=parameters, settings=settings)
@@ -129,22 +100,27 @@ class ClickHouse:
         except Exception:
             return False
 
-    async def insert_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        block = b"\n".join(orjson.dumps(row, default=str) for row in rows)
+    async def _insert_block(self, table: str, rows: int, block: bytes, fmt: str, columns: list[str] | None) -> None:
         started = time.perf_counter()
         try:
-            await self._run(self._insert_json, table, block)
+            await self._run(self._insert, table, block, fmt, columns)
         except Exception:
             metrics.CLICKHOUSE_ERRORS.labels(table).inc()
             raise
         metrics.CLICKHOUSE_INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-        metrics.CLICKHOUSE_ROWS.labels(table).inc(len(rows))
+        metrics.CLICKHOUSE_ROWS.labels(table).inc(rows)
 
-    async def insert_telemetry(self, signal: str, records: Iterable[dict[str, Any]]) -> None:
-        table = TELEMETRY_TABLES[signal]
-        await self.insert_rows(table.name, [telemetry_row(table, r) for r in records])
+    async def insert_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Plain rows (column -> value) as one JSONEachRow block."""
+        if rows:
+            block = b"\n".join(orjson.dumps(row, default=str) for row in rows)
+            await self._insert_block(table, len(rows), block, "JSONEachRow", None)
+
+    async def insert_telemetry(self, signal: str, values: Sequence[bytes]) -> None:
+        """Masked records as the JSON bytes already sent downstream; ClickHouse derives the columns."""
+        if values:
+            table = TELEMETRY_TABLES[signal].name
+            await self._insert_block(table, len(values), b"\n".join(values), "JSONAsString", ["raw"])
 
     async def query(
         self,

@@ -1,6 +1,11 @@
 """ClickHouse DDL (DESIGN §9), applied idempotently on start; the same SQL for chDB and a server.
 
-Telemetry tables are ReplacingMergeTree ordered by a key that ends in ``event_id`` (the source
+Telemetry rows are inserted as the masked records' own JSON bytes (format JSONAsString into the
+``raw`` column): the record is serialized once, for the masked topic, and ClickHouse fills the
+typed columns from it in C++ (one JSON parse per row into a tuple; ClickHouse evaluates the shared
+``JSONExtract`` once). ``raw`` keeps every field, unknown ones included.
+
+Tables are ReplacingMergeTree ordered by a key that ends in ``event_id`` (the source
 topic/partition/offset/index of the record), so a redelivered batch collapses into the rows it
 already wrote; read with ``FINAL`` where exact counts matter.
 """
@@ -9,122 +14,80 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Column kinds: how a record field becomes a column.
+TEXT = "String"
+LOW = "LowCardinality(String)"
+JSON = "json"  # object or array, kept as JSON text
+TIME = "time"  # epoch ms -> DateTime64(3, 'UTC')
+OPTIONAL_TIME = "optional_time"
+FLOAT = "Nullable(Float64)"
+BOOL = "Bool"
+
+_EXTRACT_TYPE = {TEXT: "String", LOW: "String", JSON: "String", TIME: "Int64",
+                 OPTIONAL_TIME: "Nullable(Int64)", FLOAT: "Nullable(Float64)", BOOL: "Bool"}
+_COLUMN_TYPE = {TEXT: "String", LOW: "LowCardinality(String)", JSON: "String",
+                TIME: "DateTime64(3, 'UTC')", OPTIONAL_TIME: "Nullable(DateTime64(3, 'UTC'))",
+                FLOAT: "Nullable(Float64)", BOOL: "Bool"}
+
 
 @dataclass(frozen=True)
-class Table:
+class TelemetryTable:
     name: str
-    signal: str
-    # Columns filled straight from record fields of the same name.
-    fields: tuple[str, ...]
-    # Record fields holding epoch ms, sent to DateTime64(3) columns as seconds.
-    time_fields: tuple[str, ...]
-    # Record fields holding objects or arrays, stored as JSON strings.
-    json_fields: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]  # (record field, kind)
+    time_column: str
+    order_by: tuple[str, ...]
 
-    @property
-    def known(self) -> frozenset[str]:
-        return frozenset(self.fields + self.time_fields + self.json_fields)
+    def create_sql(self, database: str, ttl_days: int) -> str:
+        record_type = "Tuple(" + ", ".join(f"{n} {_EXTRACT_TYPE[k]}" for n, k in self.columns) + ")"
+        parsed = f"JSONExtract(raw, '{record_type}')"
+        lines = ["raw String CODEC(ZSTD(3))"]
+        for name, kind in self.columns:
+            value = f"tupleElement({parsed}, '{name}')"
+            if kind in (TIME, OPTIONAL_TIME):
+                value = f"fromUnixTimestamp64Milli({value})"
+            codec = " CODEC(ZSTD(3))" if kind == JSON or name == "message" else ""
+            lines.append(f"{name} {_COLUMN_TYPE[kind]} DEFAULT {value}{codec}")
+        lines.append("inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)")
+        body = ",\n    ".join(lines)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {database}.{self.name} (\n    {body}\n)\n"
+            f"ENGINE = ReplacingMergeTree(inserted_at)\n"
+            f"PARTITION BY toDate({self.time_column})\n"
+            f"ORDER BY ({', '.join(self.order_by)})\n"
+            f"TTL toDateTime({self.time_column}) + INTERVAL {int(ttl_days)} DAY"
+        )
 
 
-TELEMETRY_TABLES: dict[str, Table] = {
-    "logs": Table(
+_SOURCE = (("tenant_id", LOW), ("plugin_id", LOW), ("instance_id", TEXT), ("host", TEXT))
+_TAIL = (("attributes", JSON), ("broker_ts", OPTIONAL_TIME), ("masking_violation", BOOL))
+
+TELEMETRY_TABLES: dict[str, TelemetryTable] = {
+    "logs": TelemetryTable(
         "telemetry_logs",
-        "logs",
-        fields=(
-            "event_id", "tenant_id", "plugin_id", "plugin_version", "instance_id", "host", "env",
-            "region", "level", "logger", "message", "trace_id", "span_id", "masking_violation",
-        ),
-        time_fields=("ts", "broker_ts"),
-        json_fields=("attributes", "exception", "request"),
+        (("event_id", TEXT), ("ts", TIME), *_SOURCE, ("plugin_version", TEXT), ("env", LOW),
+         ("region", LOW), ("level", LOW), ("logger", TEXT), ("message", TEXT), ("trace_id", TEXT),
+         ("span_id", TEXT), ("exception", JSON), ("request", JSON), *_TAIL),
+        "ts",
+        ("tenant_id", "plugin_id", "ts", "event_id"),
     ),
-    "traces": Table(
+    "traces": TelemetryTable(
         "telemetry_spans",
-        "traces",
-        fields=(
-            "event_id", "tenant_id", "plugin_id", "instance_id", "host", "trace_id", "span_id",
-            "parent_span_id", "name", "status", "kind", "masking_violation",
-        ),
-        time_fields=("start_ts", "end_ts", "broker_ts"),
-        json_fields=("attributes", "events"),
+        (("event_id", TEXT), ("start_ts", TIME), ("end_ts", TIME), *_SOURCE, ("trace_id", TEXT),
+         ("span_id", TEXT), ("parent_span_id", TEXT), ("name", TEXT), ("status", LOW), ("kind", LOW),
+         ("events", JSON), *_TAIL),
+        "start_ts",
+        ("tenant_id", "plugin_id", "start_ts", "event_id"),
     ),
-    "metrics": Table(
+    "metrics": TelemetryTable(
         "telemetry_metrics",
-        "metrics",
-        fields=(
-            "event_id", "tenant_id", "plugin_id", "instance_id", "host", "name", "value", "unit",
-            "masking_violation",
-        ),
-        time_fields=("ts", "broker_ts"),
-        json_fields=("attributes",),
+        (("event_id", TEXT), ("ts", TIME), *_SOURCE, ("name", LOW), ("value", FLOAT), ("unit", LOW), *_TAIL),
+        "ts",
+        ("tenant_id", "plugin_id", "name", "ts", "event_id"),
     ),
 }
 
-_COMMON = """
-    tenant_id LowCardinality(String),
-    plugin_id LowCardinality(String),
-    instance_id String DEFAULT '',
-    host String DEFAULT '',
-    attributes String DEFAULT '{{}}' CODEC(ZSTD(3)),
-    extra String DEFAULT '{{}}' CODEC(ZSTD(3)),
-    broker_ts Nullable(DateTime64(3, 'UTC')),
-    masking_violation Bool DEFAULT false,
-    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
-"""
-
 
 def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
-    ttl = int(telemetry_ttl_days)
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {database}",
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.telemetry_logs (
-            event_id String,
-            ts DateTime64(3, 'UTC'),
-            plugin_version String DEFAULT '',
-            env LowCardinality(String) DEFAULT '',
-            region LowCardinality(String) DEFAULT '',
-            level LowCardinality(String) DEFAULT '',
-            logger String DEFAULT '',
-            message String DEFAULT '' CODEC(ZSTD(3)),
-            trace_id String DEFAULT '',
-            span_id String DEFAULT '',
-            exception String DEFAULT '' CODEC(ZSTD(3)),
-            request String DEFAULT '' CODEC(ZSTD(3)),
-            {_COMMON.format()}
-        ) ENGINE = ReplacingMergeTree(inserted_at)
-        PARTITION BY toDate(ts)
-        ORDER BY (tenant_id, plugin_id, ts, event_id)
-        TTL toDateTime(ts) + INTERVAL {ttl} DAY
-        """,
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.telemetry_spans (
-            event_id String,
-            trace_id String DEFAULT '',
-            span_id String DEFAULT '',
-            parent_span_id String DEFAULT '',
-            name String DEFAULT '',
-            start_ts DateTime64(3, 'UTC'),
-            end_ts DateTime64(3, 'UTC'),
-            status LowCardinality(String) DEFAULT '',
-            kind LowCardinality(String) DEFAULT '',
-            events String DEFAULT '[]' CODEC(ZSTD(3)),
-            {_COMMON.format()}
-        ) ENGINE = ReplacingMergeTree(inserted_at)
-        PARTITION BY toDate(start_ts)
-        ORDER BY (tenant_id, plugin_id, start_ts, event_id)
-        TTL toDateTime(start_ts) + INTERVAL {ttl} DAY
-        """,
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.telemetry_metrics (
-            event_id String,
-            ts DateTime64(3, 'UTC'),
-            name LowCardinality(String) DEFAULT '',
-            value Nullable(Float64),
-            unit LowCardinality(String) DEFAULT '',
-            {_COMMON.format()}
-        ) ENGINE = ReplacingMergeTree(inserted_at)
-        PARTITION BY toDate(ts)
-        ORDER BY (tenant_id, plugin_id, name, ts, event_id)
-        TTL toDateTime(ts) + INTERVAL {ttl} DAY
-        """,
+    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [
+        table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()
     ]

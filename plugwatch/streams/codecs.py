@@ -31,8 +31,7 @@ MAX_DEPTH = 64  # nested JSON objects/arrays; deeper documents are refused, not 
 
 _LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
 _BOM = b"\xef\xbb\xbf"
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"{}[]")))
+_NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"{}[]')))
 _TO_PARENS = bytes.maketrans(b"{[}]", b"(())")
 
 
@@ -123,20 +122,26 @@ def _json_error(body: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
 
 
 def _nesting_exceeds(body: bytes, limit: int) -> bool:
-    """Whether valid JSON ``body`` nests objects/arrays deeper than ``limit``, at C speed.
+    """Whether valid JSON ``body`` nests objects/arrays deeper than ``limit``, using only C-speed
+    bytes operations (a Python walk of a 100-record batch costs more than parsing it).
 
-    Fewer brackets than the limit cannot nest deeper. Otherwise strings are cut out, the brackets
-    that remain become parentheses, and each round of ``replace(b"()", b"")`` removes exactly the
-    innermost level (replace does not rescan what it joined), so ``limit`` rounds empty the
-    document if and only if it is at most ``limit`` deep.
+    Escapes are dropped first (valid JSON has backslashes only inside strings, so removing escaped
+    backslashes and then escaped quotes leaves every remaining quote a string delimiter). Then only
+    quotes and brackets are kept; a string without brackets is now ``""``. Brackets inside strings
+    are cut out, the rest become parentheses, and each ``replace(b"()", b"")`` removes exactly the
+    innermost level (replace never rescans what it joined): ``limit`` rounds empty the document if
+    and only if it is at most ``limit`` deep.
     """
-    if body.count(b"{") + body.count(b"[") <= limit:
-        return False
     if b"\\" in body:
-        outside = _JSON_STRING.sub(b"", body)
-    else:
-        outside = b"".join(body.split(b'"')[::2])  # without escapes every '"' opens or closes a string
-    nesting = outside.translate(_TO_PARENS, _NOT_BRACKETS)
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = body.translate(None, _NOT_STRUCTURE)
+    quotes = structure.count(b'"')
+    if len(structure) - quotes <= 2 * limit:
+        return False  # too few brackets to open more than ``limit`` levels
+    if structure.count(b'""') * 2 != quotes:
+        # Some string holds a bracket: keep what lies between strings (even pieces of the split).
+        structure = b"".join(structure.replace(b'""', b"").split(b'"')[::2])
+    nesting = structure.translate(_TO_PARENS, b'"')
     for _ in range(limit):
         nesting = nesting.replace(b"()", b"")
         if not nesting:

@@ -45,6 +45,12 @@ def to_epoch_ms(value: Any) -> int:
     return ms
 
 
+def _code_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 EpochMs = Annotated[int, BeforeValidator(to_epoch_ms)]
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 Text = str | None
@@ -100,7 +106,9 @@ class SpanRecord(_Record):
     span_id: Text = None
     parent_span_id: Text = None
     name: Text = None
-    status: str | int | None = None
+    # OTLP sends codes as numbers or names; one column type downstream, so both become text.
+    status: Annotated[str | None, BeforeValidator(_code_text)] = None
+    kind: Annotated[str | None, BeforeValidator(_code_text)] = None
 
 
 class MetricRecord(_Record):

@@ -38,3 +38,25 @@ def test_reader_numbers_lines_and_skips_blank_ones():
     entries = list(read_replay(stream))
     assert [n for n, _ in entries] == [1, 3]
     assert isinstance(entries[1][1], ValueError)
+
+
+def test_shift_to_now_moves_every_time_by_one_delta():
+    from plugwatch.replay import shift_to_now
+
+    entries = [
+        {"topic": "l", "value": {"ts": "2026-01-01T00:00:00Z", "nested": {"ts": 1767225600500}}},
+        {"topic": "t", "value": {"start_ts": 1767225599000, "end_ts": 1767225601000}},
+        {"topic": "o", "value": {"resourceLogs": [{"timeUnixNano": "1767225600000000000"}]}},
+    ]
+    shifted = shift_to_now(entries, now_ms=1767225601000 + 10_000)
+    assert shifted[0]["value"]["ts"] == 1767225610000
+    assert shifted[0]["value"]["nested"]["ts"] == 1767225610500
+    assert (shifted[1]["value"]["start_ts"], shifted[1]["value"]["end_ts"]) == (1767225609000, 1767225611000)
+    assert shifted[2]["value"]["resourceLogs"][0]["timeUnixNano"] == "1767225610000000000"
+
+
+def test_reader_shifts_only_good_lines():
+    stream = io.BytesIO(b'{"topic": "a", "value": {"ts": 1767225600000}}\nbroken\n')
+    entries = read_replay(stream, now_ms=1767225700000)
+    assert entries[0][1].value == b'{"ts":1767225700000}'
+    assert isinstance(entries[1][1], ValueError)

@@ -1,0 +1,154 @@
+"""Checks that turn a pattern candidate into a finding: checksums and structure, no regexes.
+
+Both the masker and the post-mask verifier call these, so a candidate means the same thing to
+both; the two find their candidates by different code. Inputs are ASCII bytes (the engine works on
+UTF-8 bytes throughout) holding digits only unless a function says otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import date
+
+_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+# GB 11643: weights of the first 17 digits; the remainder mod 11 indexes the check character.
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = b"10X98765432"
+# First two digits of a resident ID: the province-level division (GB/T 2260), plus 71/81/82/83
+# for Taiwan, Hong Kong, Macau and the 2017 permits, 91 for overseas Chinese.
+_ID_PROVINCES = frozenset(
+    {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46,
+     50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91}
+)
+
+# ISO 13616 registry: country code -> total IBAN length.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+
+def luhn_ok(digits: bytes) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ch - 48
+        total += _LUHN_DOUBLE[d] if i & 1 else d
+    return total % 10 == 0
+
+
+def card_ok(digits: bytes, grouped: bool) -> bool:
+    """13-19 digits passing Luhn. Ungrouped numbers must also start like an issued card
+    (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa, Mastercard/Maestro, Discover/UnionPay) so
+    epoch timestamps (which start with 1) and long counters are not taken for cards; a number
+    written in groups (4111 1111 ...) is a card whatever its first digit."""
+    n = len(digits)
+    if n < 13 or n > 19 or not luhn_ok(digits):
+        return False
+    return grouped or 50 <= digits[0] <= 54
+
+
+def _valid_date(year: int, month: int, day: int) -> bool:
+    try:
+        date(year, month, day)
+    except ValueError:
+        return False
+    return True
+
+
+def cn_id_shaped(digits: bytes) -> bool:
+    """Province code and a real birth date where a resident ID carries them (18 or 15 digits)."""
+    n = len(digits)
+    if n not in (15, 18) or int(digits[:2]) not in _ID_PROVINCES:
+        return False
+    if n == 18:
+        year = int(digits[6:10])
+        return 1900 <= year <= 2099 and _valid_date(year, int(digits[10:12]), int(digits[12:14]))
+    return _valid_date(1900 + int(digits[6:8]), int(digits[8:10]), int(digits[10:12]))
+
+
+def cn_id18_check_ok(value: bytes) -> bool:
+    """The ISO 7064 Mod 11-2 check character of an 18-character resident ID (last may be X)."""
+    total = 0
+    for weight, ch in zip(_ID_WEIGHTS, value[:17]):
+        total += weight * (ch - 48)
+    return _ID_CHECK[total % 11] == (value[17] & 0xDF if value[17] > 57 else value[17])
+
+
+def cn_id_ok(value: bytes) -> bool:
+    """An 18-character ID with a valid check character, or a 15-digit legacy ID (no check)."""
+    if len(value) == 18:
+        return value[:17].isdigit() and cn_id_shaped(value[:17] + b"0") and cn_id18_check_ok(value)
+    return len(value) == 15 and value.isdigit() and cn_id_shaped(value)
+
+
+def cn_mobile_ok(digits: bytes) -> bool:
+    """A mainland mobile number, optionally with the 86 country code in front."""
+    if len(digits) == 13 and digits[:2] == b"86":
+        digits = digits[2:]
+    return len(digits) == 11 and digits[0] == 49 and 51 <= digits[1] <= 57
+
+
+def e164_ok(digits: bytes) -> bool:
+    """Digits after a '+': E.164 allows up to 15; fewer than 8 is a short code, not a number."""
+    return 8 <= len(digits) <= 15 and digits[0] != 48
+
+
+def iban_ok(compact: bytes) -> bool:
+    """Country length from the registry and ISO 7064 mod 97-10 == 1. ``compact``: no spaces."""
+    text = compact.decode("ascii", "replace").upper()
+    if IBAN_LENGTHS.get(text[:2]) != len(text) or not text[2:4].isdigit() or not text.isalnum():
+        return False
+    rearranged = text[4:] + text[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def jwt_ok(token: bytes) -> bool:
+    """Header segment decodes (base64url) to a JSON object."""
+    head = token.split(b".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(head + b"=" * (-len(head) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.lstrip()[:1] == b"{"
+
+
+def aws_secret_ok(value: bytes) -> bool:
+    """40 base64 characters that look random: both cases and a digit or symbol, few slashes
+    (paths have many), not hexadecimal (commit hashes)."""
+    if len(value) != 40 or value.count(b"/") > 3:
+        return False
+    has_upper = has_lower = has_other = False
+    for ch in value:
+        if 65 <= ch <= 90:
+            has_upper = True
+        elif 97 <= ch <= 122:
+            has_lower = True
+        else:
+            has_other = True
+    if not (has_upper and has_lower and has_other):
+        return False
+    try:
+        int(value, 16)
+    except ValueError:
+        return True
+    return False
+
+
+def credential_token_ok(token: bytes) -> bool:
+    """A bearer/basic credential rather than an English word after 'Bearer'/'Basic': at least
+    8 characters, and a digit, symbol or mixed case unless it is long."""
+    if len(token) < 8:
+        return False
+    if token.isalpha():
+        return len(token) >= 20 or not (token.islower() or token.isupper() or token.istitle())
+    return True
