@@ -13,6 +13,7 @@ import faust
 from plugwatch.ingest import IngestPipeline
 from plugwatch.masking import MaskingEngine, MaskingFilter
 from plugwatch.settings import Settings, get_settings
+from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
 from plugwatch.sinks.topics import TopicSink
 from plugwatch.streams.topics import ensure_topics
@@ -46,12 +47,19 @@ class Services:
             settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.telemetry_ttl_days
         )
         self.topics = TopicSink(settings.bootstrap_servers, client_id=f"{settings.app_id}-sink")
+        self.telemetry_rows = InsertBuffer(
+            self.clickhouse.insert_telemetry,
+            max_rows=settings.ingest.clickhouse_batch_rows,
+            max_delay_s=settings.ingest.clickhouse_batch_delay_s,
+        )
 
     async def start(self) -> None:
         await self.clickhouse.start()
         await self.topics.start()
+        self.telemetry_rows.start()
 
     async def stop(self) -> None:
+        await self.telemetry_rows.stop()
         await self.topics.stop()
         await self.clickhouse.close()
 

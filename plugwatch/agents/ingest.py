@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from plugwatch import metrics
+from plugwatch.agents.batching import consume_in_batches
 from plugwatch.ingest import BatchOutcome, Source
+from plugwatch.sinks.retry import retry_forever
 
 if TYPE_CHECKING:
     from plugwatch.app import PlugwatchApp
@@ -22,21 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIGNALS = ("logs", "traces", "metrics")
-
-
-async def retry_forever(what: str, action: Callable[[], Awaitable[Any]], max_delay: float = 30.0) -> None:
-    """Retry a sink write with exponential backoff: a sink outage pauses the partition, loses nothing."""
-    delay = 0.5
-    while True:
-        try:
-            await action()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
 
 
 def record_metrics(signal: str, topic: str, outcome: BatchOutcome) -> None:
@@ -54,19 +41,19 @@ def record_metrics(signal: str, topic: str, outcome: BatchOutcome) -> None:
         metrics.MASKING_VIOLATIONS.inc(outcome.mask_stats.violations)
 
 
-async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -> None:
+async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -> asyncio.Future[None]:
+    """Produce the masked copies and dead letters (awaited); queue the ClickHouse rows.
+
+    Returns the future of the ClickHouse insert: the batch is acknowledged when it completes.
+    """
     services = app.services
     topics = app.settings.topics
     writes = []
     if outcome.records:
         masked_topic = topics.masked(signal)
         items = [(r.key.encode(), r.value) for r in outcome.records]
-        values = [r.value for r in outcome.records]
         writes.append(
             retry_forever(f"produce to {masked_topic}", lambda: services.topics.send_many(masked_topic, items))
-        )
-        writes.append(
-            retry_forever(f"insert {signal} into ClickHouse", lambda: services.clickhouse.insert_telemetry(signal, values))
         )
     if outcome.deadletters:
         letters = [(d.key, d.value) for d in outcome.deadletters]
@@ -74,6 +61,7 @@ async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -
             retry_forever(f"produce to {topics.deadletter}", lambda: services.topics.send_many(topics.deadletter, letters))
         )
     await asyncio.gather(*writes)
+    return services.telemetry_rows.add(signal, [r.value for r in outcome.records])
 
 
 def make_ingest_agent(app: PlugwatchApp, signal: str) -> Callable[[Any], Awaitable[None]]:
@@ -82,24 +70,27 @@ def make_ingest_agent(app: PlugwatchApp, signal: str) -> Callable[[Any], Awaitab
     within = app.settings.ingest.batch_within_s
     processed = app.processed_offsets
 
+    async def handle(events: list[Any]) -> asyncio.Future[None]:
+        outcome = BatchOutcome()
+        topic = ""
+        for event in events:
+            message = event.message
+            topic = message.topic
+            processed[(topic, message.partition)] = message.offset + 1
+            timestamp = message.timestamp
+            source = Source(
+                message.topic,
+                message.partition,
+                message.offset,
+                int(timestamp * 1000) if timestamp else None,
+            )
+            pipeline.process(signal, event.value, source, outcome)
+        durable = await write_outcome(app, signal, outcome)
+        record_metrics(signal, topic, outcome)
+        return durable
+
     async def ingest(stream: Any) -> None:
-        async for events in stream.take_events(batch_size, within=within):
-            outcome = BatchOutcome()
-            topic = ""
-            for event in events:
-                message = event.message
-                topic = message.topic
-                processed[(topic, message.partition)] = message.offset + 1
-                timestamp = message.timestamp
-                source = Source(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    int(timestamp * 1000) if timestamp else None,
-                )
-                pipeline.process(signal, event.value, source, outcome)
-            await write_outcome(app, signal, outcome)
-            record_metrics(signal, topic, outcome)
+        await consume_in_batches(stream, handle, batch_size, within)
 
     ingest.__name__ = f"ingest_{signal}"
     ingest.__qualname__ = ingest.__name__

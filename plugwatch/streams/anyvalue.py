@@ -13,6 +13,7 @@ from typing import Any
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
 
 
 def value_from_proto(value: Any) -> Any:
@@ -38,7 +39,13 @@ def value_from_proto(value: Any) -> Any:
 
 def attributes_from_proto(key_values: Any) -> dict[str, Any]:
     """A repeated ``KeyValue`` field as a dict (a repeated key keeps its last value)."""
-    return {kv.key: value_from_proto(kv.value) for kv in key_values}
+    attributes = {}
+    for kv in key_values:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Scalars inline: this loop is most of the cost of decoding a protobuf batch.
+        attributes[kv.key] = getattr(value, kind) if kind in _SCALARS else value_from_proto(value)
+    return attributes
 
 
 def value_from_json(value: dict[str, Any] | None) -> Any:

@@ -14,15 +14,7 @@ from typing import Any
 
 import orjson
 
-from plugwatch.streams.otlp import (
-    JSON_KEYS,
-    PROTO_LAYOUTS,
-    OtlpError,
-    Signal,
-    parse_proto,
-    records_from_json,
-    records_from_proto,
-)
+from plugwatch.streams.otlp import JSON_KEYS, OtlpError, Signal, decode_proto, records_from_json
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "DecodeError", "Signal", "decode_message"]
 
@@ -31,6 +23,8 @@ MAX_DEPTH = 64  # nested JSON objects/arrays; deeper documents are refused, not 
 
 _LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
 _BOM = b"\xef\xbb\xbf"
+_OTLP_JSON_KEYS = frozenset(JSON_KEYS.values())
+_QUOTING_ESCAPE = re.compile(rb'\\[\\"]')  # an escaped backslash or quote; other escapes cannot hide a quote
 _NOT_STRUCTURE = bytes(sorted(set(range(256)) - set(b'"{}[]')))
 _TO_PARENS = bytes.maketrans(b"{[}]", b"(())")
 
@@ -62,6 +56,8 @@ def decode_message(raw: bytes, signal: Signal, *, max_bytes: int = MAX_BYTES) ->
             f"message is {size} bytes, over the {max_bytes}-byte limit; "
             "send smaller batches (e.g. lower the Collector batch processor's send_batch_max_size)",
         )
+    if raw[:1] == b"{":  # the common case first: one envelope record
+        return _decode_json(raw, raw, signal)
     start = _LEADING_WHITESPACE.match(raw).end()
     if start == size:
         raise DecodeError("empty", "message is empty or only whitespace; send one record, a record array or an OTLP request")
@@ -93,13 +89,13 @@ def _decode_json(raw: bytes, body: bytes, signal: Signal) -> tuple[list[dict[str
                 return records_from_json(doc, signal), "otlp_json"
             except OtlpError as exc:
                 raise DecodeError(exc.reason, str(exc)) from exc
-        for other, other_key in JSON_KEYS.items():
-            if other_key in doc:
-                raise DecodeError(
-                    "wrong_signal",
-                    f"OTLP/JSON {other} request ({other_key}) on the {signal} topic; "
-                    f"send it to the {other} topic or fix the exporter's topic setting",
-                )
+        if not _OTLP_JSON_KEYS.isdisjoint(doc):
+            other = next(name for name, other_key in JSON_KEYS.items() if other_key in doc)
+            raise DecodeError(
+                "wrong_signal",
+                f"OTLP/JSON {other} request ({JSON_KEYS[other]}) on the {signal} topic; "
+                f"send it to the {other} topic or fix the exporter's topic setting",
+            )
         return [doc], "json"
     for index, item in enumerate(doc):
         if not isinstance(item, dict):
@@ -125,15 +121,15 @@ def _nesting_exceeds(body: bytes, limit: int) -> bool:
     """Whether valid JSON ``body`` nests objects/arrays deeper than ``limit``, using only C-speed
     bytes operations (a Python walk of a 100-record batch costs more than parsing it).
 
-    Escapes are dropped first (valid JSON has backslashes only inside strings, so removing escaped
-    backslashes and then escaped quotes leaves every remaining quote a string delimiter). Then only
+    Escaped backslashes and quotes are dropped first (one left-to-right pass, so each match starts
+    at an escape), leaving every remaining quote a string delimiter. Then only
     quotes and brackets are kept; a string without brackets is now ``""``. Brackets inside strings
     are cut out, the rest become parentheses, and each ``replace(b"()", b"")`` removes exactly the
     innermost level (replace never rescans what it joined): ``limit`` rounds empty the document if
     and only if it is at most ``limit`` deep.
     """
     if b"\\" in body:
-        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+        body = _QUOTING_ESCAPE.sub(b"", body)
     structure = body.translate(None, _NOT_STRUCTURE)
     quotes = structure.count(b'"')
     if len(structure) - quotes <= 2 * limit:
@@ -151,15 +147,11 @@ def _nesting_exceeds(body: bytes, limit: int) -> bool:
 
 def _decode_proto(raw: bytes, signal: Signal) -> list[dict[str, Any]]:
     try:
-        records = records_from_proto(parse_proto(raw, signal), signal)
+        return decode_proto(raw, signal)
     except OtlpError as exc:
         if exc.reason == "not_json_or_otlp":
             _refuse_other_signal(raw, signal)
         raise DecodeError(exc.reason, str(exc)) from exc
-    if not records:
-        name = PROTO_LAYOUTS[signal].request.__name__
-        raise DecodeError("not_json_or_otlp", f"neither JSON nor a protobuf {name} with at least one record")
-    return records
 
 
 def _refuse_other_signal(raw: bytes, signal: Signal) -> None:
@@ -168,11 +160,11 @@ def _refuse_other_signal(raw: bytes, signal: Signal) -> None:
         if other == signal:
             continue
         try:
-            if records_from_proto(parse_proto(raw, other), other):  # type: ignore[arg-type]
-                raise DecodeError(
-                    "wrong_signal",
-                    f"protobuf {other} request on the {signal} topic; "
-                    f"send it to the {other} topic or fix the exporter's topic setting",
-                )
+            decode_proto(raw, other)  # type: ignore[arg-type]
         except OtlpError:
             continue
+        raise DecodeError(
+            "wrong_signal",
+            f"protobuf {other} request on the {signal} topic; "
+            f"send it to the {other} topic or fix the exporter's topic setting",
+        )

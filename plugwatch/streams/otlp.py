@@ -371,60 +371,53 @@ def _metrics_from_proto(request: ExportMetricsServiceRequest) -> list[dict[str, 
     return records
 
 
+def _complete_log(record: dict[str, Any]) -> bool:
+    return "ts" in record
+
+
+def _complete_span(record: dict[str, Any]) -> bool:
+    return len(record.get("trace_id", "")) == 32 and len(record.get("span_id", "")) == 16
+
+
+def _complete_point(record: dict[str, Any]) -> bool:
+    return bool(record["name"])
+
+
 class _Layout:
-    """Where the resources, scopes and records sit in one signal's request."""
+    """Where the resources and scopes sit in one signal's request, and how its records decode."""
 
     def __init__(
         self,
         request: type,
         resources: str,
         scopes: str,
-        records: str,
         decode: Callable[[Any], list[dict[str, Any]]],
-        essential: Callable[[Any], bool],
+        complete: Callable[[dict[str, Any]], bool],
     ) -> None:
-        self.request, self.resources, self.scopes, self.records = request, resources, scopes, records
-        self.decode, self.essential = decode, essential
+        self.request, self.resources, self.scopes = request, resources, scopes
+        self.decode, self.complete = decode, complete
 
 
-def _metric_essential(metric: Any) -> bool:
-    kind = metric.WhichOneof("data")
-    return bool(metric.name) and kind is not None and len(getattr(metric, kind).data_points) > 0
-
-
-PROTO_LAYOUTS: dict[str, _Layout] = {
-    "logs": _Layout(
-        ExportLogsServiceRequest,
-        "resource_logs",
-        "scope_logs",
-        "log_records",
-        _logs_from_proto,
-        lambda log: bool(log.time_unix_nano or log.observed_time_unix_nano),
-    ),
-    "traces": _Layout(
-        ExportTraceServiceRequest,
-        "resource_spans",
-        "scope_spans",
-        "spans",
-        _spans_from_proto,
-        lambda span: len(span.trace_id) == 16 and len(span.span_id) == 8,
-    ),
+_LAYOUTS: dict[str, _Layout] = {
+    "logs": _Layout(ExportLogsServiceRequest, "resource_logs", "scope_logs", _logs_from_proto, _complete_log),
+    "traces": _Layout(ExportTraceServiceRequest, "resource_spans", "scope_spans", _spans_from_proto, _complete_span),
     "metrics": _Layout(
-        ExportMetricsServiceRequest, "resource_metrics", "scope_metrics", "metrics", _metrics_from_proto, _metric_essential
+        ExportMetricsServiceRequest, "resource_metrics", "scope_metrics", _metrics_from_proto, _complete_point
     ),
 }
 
 
-def parse_proto(raw: bytes, signal: Signal) -> Any:
-    """Parse ``raw`` as ``signal``'s protobuf export request, refusing bytes that only look like one.
+def decode_proto(raw: bytes, signal: Signal) -> list[dict[str, Any]]:
+    """Records of ``raw`` read as ``signal``'s protobuf export request.
 
-    Protobuf's wire format is so loose that random bytes and text often parse "successfully"; what
-    they cannot do is use only known fields. So unknown fields are refused in the request, resource
-    and scope containers. Inside records they are tolerated (newer OTLP versions add record fields)
-    but then every record must carry its essential fields - a request of another signal read as
-    this one fails exactly there.
+    Protobuf's wire format is loose enough that random bytes, text, or another signal's request
+    can parse "successfully", so a parse alone proves little. Accepted is a request whose request,
+    resource and scope containers hold no field unknown to OTLP, that has at least one record, and
+    in which at least one record has what every real one has (a timestamp; trace and span ids; a
+    metric name) - another signal's request read as this one fails exactly there. Unknown fields
+    inside records are ignored: newer OTLP versions add record fields.
     """
-    layout = PROTO_LAYOUTS[signal]
+    layout = _LAYOUTS[signal]
     name = layout.request.__name__
     request = layout.request()
     try:
@@ -433,29 +426,27 @@ def parse_proto(raw: bytes, signal: Signal) -> Any:
         if "depth" in str(exc).lower():
             raise OtlpError("too_deep", f"protobuf {name} nests deeper than the parser allows: {exc}") from exc
         raise OtlpError("not_json_or_otlp", f"neither JSON nor a protobuf {name}: {exc}") from exc
-    not_otlp = OtlpError("not_json_or_otlp", f"neither JSON nor a protobuf {name} (fields unknown to OTLP)")
     resources = getattr(request, layout.resources)
-    if not resources or len(UnknownFieldSet(request)):
-        raise not_otlp
+    unknown = len(UnknownFieldSet(request)) > 0
     for resource in resources:
-        if len(UnknownFieldSet(resource)):
-            raise not_otlp
+        unknown = unknown or len(UnknownFieldSet(resource)) > 0
         for scope in getattr(resource, layout.scopes):
-            if len(UnknownFieldSet(scope)):
-                raise not_otlp
-    size = request.ByteSize()
-    request.DiscardUnknownFields()
-    if request.ByteSize() != size:
-        for resource in resources:
-            for scope in getattr(resource, layout.scopes):
-                if not all(layout.essential(record) for record in getattr(scope, layout.records)):
-                    raise not_otlp
-    return request
+            unknown = unknown or len(UnknownFieldSet(scope)) > 0
+    if unknown:
+        raise OtlpError("not_json_or_otlp", f"neither JSON nor a protobuf {name} (it has fields unknown to OTLP)")
+    records = layout.decode(request)
+    if not any(map(layout.complete, records)):
+        raise OtlpError(
+            "not_json_or_otlp",
+            f"neither JSON nor a protobuf {name}: it parses, but "
+            + ("holds no records" if not records else "no record has the fields every real one has"),
+        )
+    return records
 
 
-def records_from_proto(request: Any, signal: Signal) -> list[dict[str, Any]]:
-    """Records of a parsed export request (see ``parse_proto``)."""
-    return PROTO_LAYOUTS[signal].decode(request)
+def request_type(signal: Signal) -> type:
+    """The protobuf export request class of ``signal``."""
+    return _LAYOUTS[signal].request
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------------
@@ -637,15 +628,14 @@ def records_from_json(doc: dict[str, Any], signal: Signal) -> list[dict[str, Any
 
 __all__ = [
     "JSON_KEYS",
-    "PROTO_LAYOUTS",
     "OtlpError",
     "Signal",
     "build_logs_request",
     "build_metrics_request",
     "build_traces_request",
     "encode_otlp_json",
+    "decode_proto",
     "level_from_severity",
-    "parse_proto",
     "records_from_json",
-    "records_from_proto",
+    "request_type",
 ]

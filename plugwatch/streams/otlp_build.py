@@ -74,7 +74,7 @@ def _ns(ts: Any) -> int:
     if isinstance(ts, str):
         moment = datetime.fromisoformat(ts)
         if moment.tzinfo is None:
-            raise ValueError(f"timestamp {ts!r} has no UTC offset; add 'Z' or '+00:00'")
+            moment = moment.replace(tzinfo=timezone.utc)  # as the record validation reads it
         delta = moment - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
     return int(ts * 1_000_000)

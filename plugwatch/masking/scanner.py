@@ -1,0 +1,62 @@
+"""One pass over an event's bytes that reports every place worth a closer look.
+
+A scanner holds a list of trigger patterns (id, regex, caseless) and returns ``(id, end)`` for
+each place one matches. Triggers are short and cheap; the code behind each id decides what was
+really found. With Hyperscan (PyPI ``hyperscan``) all triggers run in one SIMD pass over the
+bytes; without it each trigger runs as a Python ``re`` (same results, several times slower), so
+the engine works wherever Python does.
+
+Triggers must use syntax both engines share: no look-arounds, no back-references.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+
+try:
+    import hyperscan
+except ImportError:  # pragma: no cover - exercised where the wheel is unavailable
+    hyperscan = None
+
+Trigger = tuple[int, bytes, bool]  # (id, pattern, caseless)
+
+
+class Scanner:
+    """Finds trigger matches; ``scan`` returns a list of (trigger id, end offset)."""
+
+    def __init__(self, triggers: Sequence[Trigger], use_hyperscan: bool | None = None) -> None:
+        self.triggers = list(triggers)
+        want = hyperscan is not None if use_hyperscan is None else use_hyperscan
+        if want and hyperscan is None:
+            raise RuntimeError("hyperscan was requested but is not installed: pip install hyperscan")
+        self.backend = "hyperscan" if want else "re"
+        if want:
+            self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            self._db.compile(
+                expressions=[p for _, p, _ in self.triggers],
+                ids=[i for i, _, _ in self.triggers],
+                elements=len(self.triggers),
+                flags=[hyperscan.HS_FLAG_CASELESS if c else 0 for _, _, c in self.triggers],
+            )
+            self._local = threading.local()
+        else:
+            self._res = [(i, re.compile(p, re.IGNORECASE if c else 0)) for i, p, c in self.triggers]
+
+    def _scratch(self):
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            # One scratch per thread: Hyperscan scratch space must not be shared by concurrent scans.
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        return scratch
+
+    def scan(self, data: bytes) -> list[tuple[int, int]]:
+        hits: list[tuple[int, int]] = []
+        if self.backend == "hyperscan":
+            append = hits.append
+            self._db.scan(data, match_event_handler=lambda i, _s, e, _f, _c: append((i, e)), scratch=self._scratch())
+        else:
+            for i, rx in self._res:
+                hits.extend((i, m.end()) for m in rx.finditer(data))
+        return hits

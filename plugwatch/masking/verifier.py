@@ -1,0 +1,288 @@
+"""The post-mask verifier: an independent look at every masked output.
+
+It shares the validators (what a card or an ID *is*) and the readability policy with the masker,
+but finds candidates with its own triggers and reads them with its own code, so a bug in the
+masker's extraction, overlap handling or span arithmetic shows up here as a violation instead of
+a leak. ``Verifier.check`` returns offsets of values that still hold something sensitive; the
+engine replaces each such value whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from plugwatch.masking import validators as v
+from plugwatch.masking.rules import Rules
+from plugwatch.masking.scanner import Scanner
+from plugwatch.masking.structure import ALNUM, WORD, Structure, escaped
+
+(V_EMAIL, V_NUMBER, V_PLUS, V_JWT, V_PEM, V_AWS_ID, V_VENDOR, V_OPENAI, V_AUTH, V_USERINFO, V_IBAN,
+ V_AWS_SECRET, V_NAME, V_KV) = range(14)
+
+_EMAIL_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-]+\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-])")
+_RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
+_PHONE = re.compile(rb"\+[0-9 \-.()]*")
+_TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
+_IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
+_AFTER = re.compile(rb"(?: |\\t)*(?:\\\"|[\"'])?")
+_SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
+                    rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
+_DIGIT = frozenset(b"0123456789")
+_BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _stems(rules: Rules) -> bytes:
+    words = {w.encode() for r in rules.key_rules for s in r.spellings for w in s}
+    words |= {w.encode() for s in rules.text_rule.spellings for w in s}
+    # Whole names are checked in Python; the trigger only needs one word of a name, but short
+    # common words ("id", "no") would fire everywhere, so they stay out.
+    return b"(?:" + b"|".join(sorted((re.escape(w) for w in words if len(w) >= 3), key=len, reverse=True)) + b")"
+
+
+class Verifier:
+    def __init__(self, rules: Rules, context: re.Pattern[bytes], use_hyperscan: bool | None = None) -> None:
+        self.rules = rules
+        self.context = context
+        stems = _stems(rules)
+        triggers = [
+            (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", False),
+            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", False),
+            (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", False),
+            (V_JWT, rb"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4}", False),
+            (V_PEM, rb"PRIVATE KEY(?: BLOCK)?-----", False),
+            (V_AWS_ID, rb"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}", False),
+            (V_OPENAI, rb"sk-[A-Za-z0-9_\-]{16}", False),
+            (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", True),
+            (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", False),
+            (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", False),
+            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", False),
+            (V_NAME, stems + rb"[A-Za-z0-9_.\-]{0,40}(?:\\?[\"'])?(?: |\\t)*[:=]", True),
+            (V_KV, rb"\"(?:key|name)\":\"[^\"\\]{0,160}\",\"value\":", True),
+        ]
+        triggers += [(V_VENDOR, p, False) for p in _SECRET_PREFIXES]
+        self.scanner = Scanner(triggers, use_hyperscan)
+        self._vendor_res = [re.compile(p + rb"\Z") for p in _SECRET_PREFIXES]
+
+    def check(self, b: bytes, json_mode: bool, readable: bool = False) -> list[int]:
+        """Offsets in ``b`` of findings that should have been masked (empty: clean)."""
+        hits = self.scanner.scan(b)
+        if not hits:
+            return []
+        job = _Check(self, b, json_mode, readable)
+        bad = []
+        for tid, end in hits:
+            pos = job.run(tid, end)
+            if pos is not None:
+                bad.append(pos)
+        return bad
+
+
+class _Check:
+    __slots__ = ("vf", "b", "json", "readable", "_st")
+
+    def __init__(self, vf: Verifier, b: bytes, json_mode: bool, readable: bool) -> None:
+        self.vf = vf
+        self.b = b
+        self.json = json_mode
+        self.readable = readable
+        self._st: Structure | None = None
+
+    @property
+    def st(self) -> Structure:
+        if self._st is None:
+            self._st = Structure(self.b)
+        return self._st
+
+    def _glued(self, s: int) -> bool:
+        """Something alphanumeric right before ``s`` that is not a JSON escape letter."""
+        return s > 0 and self.b[s - 1] in ALNUM and not escaped(self.b, s - 1)
+
+    def _exempt(self, s: int) -> bool:
+        if self.readable:
+            return True
+        if self.vf.context.search(self.b[max(0, s - 28):s].lower()):
+            return True
+        if self.json:
+            key = self.st.key_of(s)
+            return key is not None and self.vf.rules.is_readable_key(key) and not self.vf.rules.is_ai_key(key)
+        return False
+
+    def run(self, tid: int, e: int) -> int | None:
+        b = self.b
+        if tid == V_EMAIL:
+            at = b.rfind(b"@", 0, e)
+            s = at
+            while s > 0 and b[s - 1] in _EMAIL_CHARS:
+                s -= 1
+            if s < at and _HOST.match(b, at + 1):
+                return at
+        elif tid == V_NUMBER:
+            return self._number(e)
+        elif tid == V_PLUS:
+            s = b.rfind(b"+", 0, e)
+            m = _PHONE.match(b, s)
+            digits = bytes(c for c in m.group() if c in _DIGIT)
+            t = m.end()
+            while t > s and b[t - 1] not in _DIGIT:
+                t -= 1
+            if (t >= len(b) or b[t] not in ALNUM) and (v.cn_mobile_ok(digits) or v.e164_ok(digits)):
+                return s
+        elif tid == V_JWT:
+            s = b.rfind(b"eyJ", 0, e)
+            if not self._glued(s) and b[s - 1:s] != b"." and v.jwt_ok(b[s:e]):
+                return s
+        elif tid == V_PEM:
+            return e - 1
+        elif tid in (V_AWS_ID, V_OPENAI):
+            s = e - (20 if tid == V_AWS_ID else 19)
+            if tid == V_AWS_ID and e < len(b) and b[e] in ALNUM:
+                return None
+            if tid == V_OPENAI:
+                body = b[s + 3:e] + (_TOKEN.match(b, e).group() if e < len(b) and _TOKEN.match(b, e) else b"")
+                if not (any(c in _DIGIT for c in body) and any(65 <= c <= 90 for c in body)) or (s > 0 and b[s - 1] in b"-_"):
+                    return None
+            return None if self._glued(s) else s
+        elif tid == V_VENDOR:
+            for rx in self.vf._vendor_res:
+                m = rx.search(b, max(0, e - 41), e)
+                if m is not None and not self._glued(m.start()):
+                    return m.start()
+        elif tid == V_AUTH:
+            m = _TOKEN.match(b, e - 8)
+            if m is not None and v.credential_token_ok(m.group() + b[m.end():m.end() + 2].strip(b"=")):
+                return e - 8
+        elif tid == V_USERINFO:
+            return e - 1
+        elif tid == V_IBAN:
+            return self._iban(e)
+        elif tid == V_AWS_SECRET:
+            s, t = (e - 40, e) if e == len(b) and b[e - 1] in _BASE64 else (e - 41, e - 1)
+            if v.aws_secret_ok(b[s:t]) and not self._exempt(s):
+                return s
+        elif tid == V_NAME:
+            return self._name(e)
+        elif tid == V_KV:
+            return self._kv(e)
+        return None
+
+    def _number(self, e: int) -> int | None:
+        b = self.b
+        s = e - 1
+        while s > 0 and (b[s - 1] in _DIGIT or (b[s - 1] in b" -" and s > 1 and b[s - 2] in _DIGIT)):
+            s -= 1
+        m = _RUN.match(b, s)
+        t = m.end()
+        tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
+        # Every space-separated stretch of the run is a candidate, the whole run included.
+        cuts = [s] + [i + 1 for i in range(s, t) if b[i] == 32] + [t + 1]
+        for i in range(len(cuts) - 1):
+            for j in range(len(cuts) - 1, i, -1):
+                cs, ce = cuts[i], cuts[j] - 1
+                text = b[cs:ce]
+                digits = text.replace(b" ", b"").replace(b"-", b"")
+                end_tail = tail if ce == t else b""
+                if cs == s and (b[cs - 1:cs] in (b".", b"+", b"-") or (cs > 0 and b[cs - 1] in WORD and not escaped(b, cs - 1))):
+                    continue
+                nxt = ce + len(end_tail)
+                if nxt < len(b) and (b[nxt] in ALNUM or b[nxt] == 95 or (b[nxt] in b"-." and nxt + 1 < len(b) and b[nxt + 1] in ALNUM)):
+                    continue
+                if self._sensitive_number(digits, end_tail, text != digits) and not self._exempt(cs):
+                    return cs
+        return None
+
+    @staticmethod
+    def _sensitive_number(digits: bytes, tail: bytes, grouped: bool) -> bool:
+        whole = digits + tail
+        if len(whole) == 18 and whole[:17].isdigit() and v.cn_id_shaped(whole[:17] + b"0"):
+            return v.cn_id_ok(whole)
+        if tail:
+            return False
+        if len(whole) == 15 and v.cn_id_shaped(whole):
+            return True
+        return v.cn_mobile_ok(digits) or v.card_ok(digits, grouped)
+
+    def _iban(self, e: int) -> int | None:
+        b = self.b
+        s = max(0, e - 14)
+        m = None
+        for start in range(s, e - 11):
+            if b[start:start + 2].isalpha() and b[start:start + 2].isupper() and b[start + 2:start + 4].isdigit():
+                m = _IBAN_RUN.match(b, start)
+                if m:
+                    break
+        if m is None or self._glued(m.start()):
+            return None
+        compact = m.group().replace(b" ", b"")
+        length = v.IBAN_LENGTHS.get(compact[:2].decode())
+        if length and len(compact) >= length and v.iban_ok(compact[:length]) and not self._exempt(m.start()):
+            return m.start()
+        return None
+
+    def _name(self, e: int) -> int | None:
+        """``name: value`` / ``"key": value`` with a sensitive name and a value that is not a token."""
+        b = self.b
+        rules = self.vf.rules
+        if self.json and b[e - 1] == 58 and b[e - 2] == 34 and self.st.q[e - 2] == 34:
+            key = self.st.key_before(e)
+            if key is None or rules.key_rule(key) is None:
+                return None
+            return self._json_value(e)
+        after = _AFTER.match(b, e).end()
+        if after >= len(b) or b.startswith(b"[MASKED", after) or b.startswith(b"//", e):
+            return None
+        q = e - 1
+        while q > 0 and b[q - 1] in b" \"'\\":
+            q -= 1
+        start = q
+        while start > 0 and q - start < 64 and (b[start - 1] in _EMAIL_CHARS or b[start - 1] == 95 or b[start - 1] >= 128):
+            start -= 1
+        if escaped(b, start):
+            start += 1
+        name = b[start:q].strip(b".+%")
+        if not name:
+            return None
+        if rules.text_name_rule(name) is None and not (start > 0 and b[start - 1] in b"?&" and rules.is_query_param(name)):
+            return None
+        c = b[after]
+        if c in b"{[" or (c == 34 and self.json) or c in b"\r\n&;,)]}>|<" or (c == 92 and not b.startswith(b'\\"', after)):
+            return None
+        if b[after - 1:after] in (b"'", b'"') and b[after:after + 1] == b[after - 1:after]:
+            return None  # empty quoted value
+        if b.startswith(b'\\"', after - 2) and b.startswith(b'\\"', after):
+            return None  # empty \"\" value
+        return after
+
+    def _json_value(self, i: int) -> int | None:
+        b = self.b
+        c = b[i]
+        if c == 34:
+            return None if b.startswith(b'""', i) or b.startswith(b"[MASKED", i + 1) else i
+        if c in b"{[":
+            end = self.st.value_end(i)
+            return None if _all_tokens(orjson.loads(b[i:end])) else i
+        if c in b"-0123456789":
+            return i
+        return None
+
+    def _kv(self, e: int) -> int | None:
+        b = self.b
+        if not self.json:
+            return None
+        name_end = e - 10
+        name_start = b.rfind(b'":"', 0, name_end) + 3
+        if self.st.q[name_end] != 34 or self.vf.rules.key_rule(b[name_start:name_end]) is None:
+            return None
+        return self._json_value(e)
+
+
+def _all_tokens(value) -> bool:
+    if isinstance(value, dict):
+        return all(_all_tokens(x) for x in value.values())
+    if isinstance(value, list):
+        return all(_all_tokens(x) for x in value)
+    if isinstance(value, str):
+        return not value or value.startswith("[MASKED:")
+    return value is None or isinstance(value, bool)
