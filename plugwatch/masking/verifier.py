@@ -27,7 +27,7 @@ _RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
 _PHONE = re.compile(rb"\+[0-9 \-.()]*")
 _TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
-_AFTER = re.compile(rb"(?: |\\t)*(?:\\\"|[\"'])?")
+_AFTER = re.compile(rb"(?: |\\t)*(?:\\*[\"'])?")
 _SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
                     rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
 _DIGIT = frozenset(b"0123456789")
@@ -59,8 +59,8 @@ class Verifier:
             (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", False),
             (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", False),
             (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", False),
-            (V_NAME, stems + rb"[A-Za-z0-9_.\-]{0,40}(?:\\?[\"'])?(?: |\\t)*[:=]", True),
-            (V_KV, rb"\"(?:key|name)\":\"[^\"\\]{0,160}\",\"value\":", True),
+            (V_NAME, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", True),
+            (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", True),
         ]
         triggers += [(V_VENDOR, p, False) for p in _SECRET_PREFIXES]
         self.scanner = Scanner(triggers, use_hyperscan)
@@ -242,7 +242,7 @@ class _Check:
         if escaped(b, start):
             start += 1
         name = b[start:q].strip(b".+%")
-        if not name:
+        if not name or b.startswith(b"[MASKED:", start - 8):
             return None
         if rules.text_name_rule(name) is None and not (start > 0 and b[start - 1] in b"?&" and rules.is_query_param(name)):
             return None

@@ -18,10 +18,10 @@ from .conftest import consume, produce
 
 NOW = int(time.time() * 1000)
 EMAIL = "li.wei@example.com"
-CARD = "6222 0200 0000 0000 003"  # UnionPay, Luhn-valid
+CARD = "6228 4804 1234 5678 905"  # UnionPay, 19 digits, Luhn-valid
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJsaXdlaSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 PASSWORD = "Sup3rS3cretPw"
-SECRETS = (EMAIL, "6222020000000000003", CARD, JWT, PASSWORD)
+SECRETS = (EMAIL, "6228480412345678905", CARD, JWT, PASSWORD)
 
 
 def assert_no_secret(text: str) -> None:
