@@ -11,7 +11,8 @@ from typing import Any
 import faust
 
 from plugwatch.ingest import IngestPipeline
-from plugwatch.masking import MaskingEngine, MaskingFilter
+from plugwatch.logs import install_log_masking
+from plugwatch.masking import MaskingEngine
 from plugwatch.settings import Settings, get_settings
 from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
@@ -19,14 +20,6 @@ from plugwatch.sinks.topics import TopicSink
 from plugwatch.streams.topics import ensure_topics
 
 log = logging.getLogger("plugwatch")
-
-
-def install_log_masking(masker: MaskingEngine) -> None:
-    """Mask the service's own log lines: a filter on every root handler sees every record."""
-    log_filter = MaskingFilter(masker)
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
-            handler.addFilter(log_filter)
 
 
 class Services:
@@ -40,7 +33,6 @@ class Services:
         self.pipeline = IngestPipeline(
             self.masker,
             max_bytes=settings.ingest.max_message_bytes,
-            max_depth=settings.ingest.max_depth,
             excerpt_chars=settings.ingest.deadletter_excerpt_chars,
         )
         self.clickhouse = ClickHouse(
@@ -69,7 +61,6 @@ class PlugwatchApp(faust.App):
 
     def __init__(self, settings: Settings, **overrides: Any):
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
         conf: dict[str, Any] = {
             "broker": settings.broker_url,
             "store": settings.table_store,

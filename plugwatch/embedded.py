@@ -95,8 +95,11 @@ class EmbeddedBroker:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         out = self._log_file or subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        # Own session: a terminal's Ctrl-C reaches the parent, which stops its workers before the
+        # broker; die_with_parent stops the broker if the parent is killed outright.
         self.process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -62,13 +62,11 @@ class IngestPipeline:
         masker: MaskingEngine,
         *,
         max_bytes: int = 1_048_576,
-        max_depth: int = 64,
         excerpt_chars: int = 1024,
         clock: Callable[[], float] = time.time,
     ):
         self.masker = masker
         self.max_bytes = max_bytes
-        self.max_depth = max_depth
         self.excerpt_chars = excerpt_chars
         self.clock = clock
 

@@ -78,7 +78,6 @@ class IngestSettings(BaseModel):
     batch_size: int = Field(1000, ge=1, description="events taken from the stream per batch")
     batch_within_s: float = Field(0.05, gt=0, description="max wait to fill a batch")
     max_message_bytes: int = 1_048_576
-    max_depth: int = 64
     deadletter_excerpt_chars: int = 1024
     # ClickHouse rows go in large inserts (fixed cost ~10 ms an insert); input is acknowledged after.
     clickhouse_batch_rows: int = Field(20_000, ge=1)

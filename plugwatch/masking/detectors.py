@@ -15,7 +15,7 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import KeyRule, Rules, compact
-from plugwatch.masking.scanner import Scanner, Trigger
+from plugwatch.masking.scanner import CASELESS, START, Scanner, Trigger
 from plugwatch.masking.structure import ALNUM, DIGITS, WORD, Structure, clean_end, clean_start, escaped
 from plugwatch.masking.styles import Tokenizer
 
@@ -23,7 +23,7 @@ from plugwatch.masking.styles import Tokenizer
 _B = rb"(?:^|[^A-Za-z0-9_]|\\[nrtbf])"
 
 (T_EMAIL, T_DIGITS, T_PLUS, T_JWT, T_PEM, T_AWS_ID, T_AWS_SECRET, T_AUTH, T_USERINFO, T_IBAN,
- T_ASSIGN, T_KV, T_PAIR, T_AI_KEY, T_TOKEN) = range(15)
+ T_ASSIGN, T_QUERY, T_KV, T_PAIR, T_AI_KEY, T_TOKEN) = range(16)
 
 # Fixed-length prefixes of vendor tokens: (trigger, trigger length, full token, kind).
 _VENDOR_TOKENS = [
@@ -48,7 +48,7 @@ _IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?
 _UNQUOTED = re.compile(rb"[^\s&;,\"'\\)\]}>|<]+")
 _REST_OF_LINE = re.compile(rb"[^\r\n\"\\]+")
 _ENTROPY = re.compile(rb"[A-Za-z0-9_\-+/]{24,}")
-_SEP = frozenset(b" -")
+_RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
 _NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
@@ -62,28 +62,30 @@ def _alternation(spellings: list[tuple[str, ...]]) -> bytes:
 def build_triggers(rules: Rules) -> list[Trigger]:
     names = [s for r in rules.key_rules for s in r.spellings] + list(rules.text_rule.spellings)
     stems = _alternation(names)
-    ai_fields = _alternation(list(rules.ai.field_spellings)) if rules.ai.field_spellings else None
     triggers: list[Trigger] = [
-        (T_EMAIL, rb"@[A-Za-z0-9]", False),
-        (T_DIGITS, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", False),
-        (T_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9]", False),
-        (T_JWT, rb"(?:^|[^A-Za-z0-9_.\-]|\\[nrtbf])eyJ[A-Za-z0-9_\-]{4}", False),
-        (T_PEM, rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", False),
-        (T_AWS_ID, rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}", False),
-        (T_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", False),
-        (T_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]", True),
-        (T_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", False),
-        (T_IBAN, _B + rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2}", False),
+        (T_EMAIL, rb"@[A-Za-z0-9]", 0),
+        (T_DIGITS, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", START),
+        (T_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9]", 0),
+        (T_JWT, rb"(?:^|[^A-Za-z0-9_.\-]|\\[nrtbf])eyJ[A-Za-z0-9_\-]{4}", 0),
+        (T_PEM, rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", 0),
+        (T_AWS_ID, rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}", 0),
+        (T_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
+        (T_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]", CASELESS),
+        (T_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
+        (T_IBAN, _B + rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2}", START),
         # Unbounded repeats on purpose: Hyperscan runs bounded ones ({0,40}) several times slower.
-        (T_ASSIGN, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", True),
-        (T_KV, rb"\"(?:key|name)\":\"[^\"\\]*(?:" + stems + rb"|gen_ai\.)[^\"\\]*\",\"value\":", True),
-        (T_PAIR, rb"\[\"[^\"\\]*" + stems + rb"[^\"\\]*\",\"", True),
-        (T_AI_KEY, rb"\"gen_ai\.[A-Za-z0-9_.\-]{1,80}\":", True),
+        (T_ASSIGN, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", CASELESS),
+        (T_KV, rb"\"(?:key|name)\":\"[^\"\\]*(?:" + stems + rb"|gen_ai\.)[^\"\\]*\",\"value\":", CASELESS),
+        (T_PAIR, rb"\[\"[^\"\\]*" + stems + rb"[^\"\\]*\",\"", CASELESS),
+        (T_AI_KEY, rb"\"gen_ai\.[A-Za-z0-9_.\-]*\":", CASELESS),
     ]
-    if ai_fields:
-        triggers.append((T_AI_KEY, rb"\"[A-Za-z0-9_.\-]{0,40}" + ai_fields + rb"\":", True))
+    if rules.query_spellings:
+        triggers.append((T_QUERY, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=", CASELESS))
+    if rules.ai.field_spellings:
+        ai_fields = _alternation(list(rules.ai.field_spellings))
+        triggers.append((T_AI_KEY, rb"\"[A-Za-z0-9_.\-]*" + ai_fields + rb"\":", CASELESS))
     for n, (pattern, _, _, _) in enumerate(_VENDOR_TOKENS):
-        triggers.append((T_TOKEN + n, pattern, False))
+        triggers.append((T_TOKEN + n, pattern, 0))
     return triggers
 
 
@@ -147,7 +149,7 @@ class _Event:
 
     # Handlers: each gets the end offset of its trigger match.
 
-    def email(self, e: int) -> None:
+    def email(self, _s: int, e: int) -> None:
         b = self.b
         at = e - 2
         local = _LOCAL.search(b, max(0, at - 64), at)
@@ -159,16 +161,12 @@ class _Event:
             return  # scheme://user:password@host - the password is the url_password finding
         self.add(s, domain.end(), "email")
 
-    def digits(self, e: int) -> None:
+    def digits(self, m: int, e: int) -> None:
         b, n = self.b, len(self.b)
-        s = e - 1
-        while s > 0 and (b[s - 1] in DIGITS or (b[s - 1] in _SEP and s > 1 and b[s - 2] in DIGITS)):
-            s -= 1
-        t = e
-        while t < n and (b[t] in DIGITS or (b[t] in _SEP and t + 1 < n and b[t + 1] in DIGITS)):
-            t += 1
+        s = m if b[m] in DIGITS else m + 2 if b[m] == 92 else m + 1
+        t = _RUN.match(b, s).end()
         x = t + 1 if t < n and b[t] in b"Xx" and (t + 1 >= n or b[t + 1] not in WORD) else t
-        left_ok = s == 0 or b[s - 1] not in b".+-" and _left_ok(b, s, WORD)
+        left_ok = True  # the trigger only starts after a boundary
         right_ok = x >= n or (b[x] not in WORD and not (b[x] in b"-." and x + 1 < n and b[x + 1] in ALNUM))
         run = b[s:t]
         if left_ok and right_ok and self._number(s, x, run, b[t:x]):
@@ -219,7 +217,7 @@ class _Event:
         self.add(s, t, kind, quoted=quoted)
         return True
 
-    def plus(self, e: int) -> None:
+    def plus(self, _s: int, e: int) -> None:
         b = self.b
         p = e - 2
         m = _PLUS_NUM.match(b, p)
@@ -229,35 +227,35 @@ class _Event:
         if v.cn_mobile_ok(digits) or v.e164_ok(digits):
             self.add(p, m.end(), "phone")
 
-    def jwt(self, e: int) -> None:
+    def jwt(self, _s: int, e: int) -> None:
         m = _JWT.match(self.b, e - 7)
         if m is not None and v.jwt_ok(m.group()):
             self.add(e - 7, m.end(), "jwt")
 
-    def pem(self, e: int) -> None:
+    def pem(self, _s: int, e: int) -> None:
         s = self.b.rfind(b"-----BEGIN", max(0, e - 64), e)
         m = _PEM.match(self.b, s)
         if m is not None:
             self.add(s, m.end(), "private_key")
 
-    def aws_id(self, e: int) -> None:
+    def aws_id(self, _s: int, e: int) -> None:
         b = self.b
         s = e - 20
         if _left_ok(b, s) and (e >= len(b) or b[e] not in ALNUM):
             self.add(s, e, "aws_access_key_id")
 
-    def aws_secret(self, e: int) -> None:
+    def aws_secret(self, _s: int, e: int) -> None:
         b = self.b
         s, t = (e - 40, e) if b[e - 1] in _B64 else (e - 41, e - 1)
         if v.aws_secret_ok(b[s:t]) and not self.readable_at(s):
             self.add(s, t, "aws_secret_key")
 
-    def auth(self, e: int) -> None:
+    def auth(self, _s: int, e: int) -> None:
         m = _CRED.match(self.b, e - 1)
         if m is not None and v.credential_token_ok(m.group()):
             self.add(e - 1, m.end(), "bearer")
 
-    def userinfo(self, e: int) -> None:
+    def userinfo(self, _s: int, e: int) -> None:
         b = self.b
         at = e - 1
         p = b.rfind(b"://", max(0, at - 400), at)
@@ -265,15 +263,13 @@ class _Event:
         if colon >= 0 and not b.startswith(b"[MASKED", colon + 1):
             self.add(colon + 1, at, "url_password")
 
-    def iban(self, e: int) -> None:
+    def iban(self, m: int, e: int) -> None:
         b = self.b
-        for s in (e - 12, e - 13, e - 14):
-            if s >= 0 and b[s:s + 2].isupper() and b[s + 2:s + 4].isdigit() and _left_ok(b, s):
-                m = _IBAN.match(b, s)
-                if m and (m.end() >= len(b) or b[m.end()] not in ALNUM) and v.iban_ok(m.group().replace(b" ", b"")):
-                    if not self.readable_at(s):
-                        self.add(s, m.end(), "iban")
-                return
+        s = m if m == 0 and b[0] in ALNUM else m + 2 if b[m] == 92 else m + 1
+        found = _IBAN.match(b, s)
+        if found and (found.end() >= len(b) or b[found.end()] not in ALNUM) and v.iban_ok(found.group().replace(b" ", b"")):
+            if not self.readable_at(s):
+                self.add(s, found.end(), "iban")
 
     def token(self, e: int, n: int) -> None:
         _, length, full, kind = self.m.vendor[n]
@@ -288,7 +284,7 @@ class _Event:
                 return
         self.add(s, clean_end(b, m.end()), kind)
 
-    def assign(self, e: int) -> None:
+    def assign(self, _s: int, e: int) -> None:
         b = self.b
         sep = e - 1
         if self.json and b[sep] == 58 and b[sep - 1] == 34 and self.structure().q[sep - 1] == 34:
@@ -370,7 +366,7 @@ class _Event:
         elif c in b"-0123456789":
             self.add(i, end, rule.type, rule.style, quoted=True)
 
-    def kv(self, e: int) -> None:
+    def kv(self, _s: int, e: int) -> None:
         """{"key": NAME, "value": ...} attribute lists (OTLP JSON)."""
         b = self.b
         name_end = e - 10
@@ -386,7 +382,7 @@ class _Event:
         if rule is not None:
             self.value(e, rule)
 
-    def pair(self, e: int) -> None:
+    def pair(self, _s: int, e: int) -> None:
         """[["Authorization", "..."], ...] header lists."""
         b = self.b
         ns = b.rfind(b'["', 0, e) + 2
@@ -394,7 +390,7 @@ class _Event:
         if rule is not None and self.json and self.structure().q[e - 1] == 34:
             self.value(e - 1, rule)
 
-    def ai_key(self, e: int) -> None:
+    def ai_key(self, _s: int, e: int) -> None:
         if self.json and self.structure().q[e - 2] == 34:
             key = self.st.key_before(e)
             if key is not None and self.m.rules.is_ai_key(key):
@@ -478,7 +474,7 @@ class Masker:
             T_EMAIL: _Event.email, T_DIGITS: _Event.digits, T_PLUS: _Event.plus, T_JWT: _Event.jwt,
             T_PEM: _Event.pem, T_AWS_ID: _Event.aws_id, T_AWS_SECRET: _Event.aws_secret, T_AUTH: _Event.auth,
             T_USERINFO: _Event.userinfo, T_IBAN: _Event.iban, T_ASSIGN: _Event.assign, T_KV: _Event.kv,
-            T_PAIR: _Event.pair, T_AI_KEY: _Event.ai_key,
+            T_PAIR: _Event.pair, T_AI_KEY: _Event.ai_key, T_QUERY: _Event.assign,
         }
 
     def run(self, b: bytes, json_mode: bool, counts: dict[str, int], readable: bool = False) -> bytes:
@@ -488,10 +484,10 @@ class Masker:
             return b
         ev = _Event(self, b, json_mode, readable)
         handlers = self.handlers
-        for tid, end in hits:
+        for tid, start, end in hits:
             h = handlers.get(tid)
             if h is not None:
-                h(ev, end)
+                h(ev, start, end)
             else:
                 ev.token(end, tid - T_TOKEN)
         if not ev.spans and not ev.ai:

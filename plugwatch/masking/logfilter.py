@@ -28,7 +28,7 @@ class MaskingFilter(logging.Filter):
         except Exception:  # a bad format string must not let the raw arguments through
             message = f"{record.msg!s} {record.args!r}"
         record.msg = mask(message)
-        record.args = None
+        record.args = ()  # not None: some formatters (mode's) wrap None into (None,)
         if record.exc_info and not record.exc_text:
             record.exc_text = _FORMATTER.formatException(record.exc_info)
         if record.exc_text:

@@ -65,6 +65,7 @@ class Rules:
     benign_suffixes: frozenset[str]
     detector_styles: dict[str, str]
     query_params: frozenset[str]
+    query_spellings: tuple[tuple[str, ...], ...]
     rest_of_line: frozenset[str]
     ai: AiPolicy
     readable_keys: frozenset[str]
@@ -191,7 +192,7 @@ def parse_rules(doc: Any, source: str = "<rules>") -> Rules:
     text = doc.get("text_assignments") or {}
     text_names = _names(source, "text_assignments.names", text.get("names", []))
     text_rule = KeyRule("secret", _style(source, "text_assignments.style", text.get("style", "full")), text_names, text_names,
-                        _spellings(text.get("names", [])) + _spellings(text.get("query_params", [])))
+                        _spellings(text.get("names", [])))
     detectors = doc.get("detectors") or {}
     if not isinstance(detectors, dict):
         raise _fail(source, "detectors must be a mapping of detector name -> {style: ...}")
@@ -209,6 +210,7 @@ def parse_rules(doc: Any, source: str = "<rules>") -> Rules:
         benign_suffixes=_names(source, "benign_suffixes", doc.get("benign_suffixes", [])),
         detector_styles=styles,
         query_params=_names(source, "text_assignments.query_params", text.get("query_params", [])),
+        query_spellings=_spellings(text.get("query_params", [])),
         rest_of_line=_names(source, "text_assignments.rest_of_line", text.get("rest_of_line", [])),
         ai=AiPolicy(
             key_prefixes=tuple(p.lower() for p in ai.get("key_prefixes", ["gen_ai."])),

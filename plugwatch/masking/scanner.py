@@ -1,7 +1,8 @@
 """One pass over an event's bytes that reports every place worth a closer look.
 
-A scanner holds a list of trigger patterns (id, regex, caseless) and returns ``(id, end)`` for
-each place one matches. Triggers are short and cheap; the code behind each id decides what was
+A scanner holds a list of trigger patterns (id, regex, flags) and returns ``(id, start, end)``
+for each place one matches; ``start`` is only meaningful for triggers flagged ``START`` (it costs
+Hyperscan a little to track). Triggers are short and cheap; the code behind each id decides what was
 really found. With Hyperscan (PyPI ``hyperscan``) all triggers run in one SIMD pass over the
 bytes; without it each trigger runs as a Python ``re`` (same results, several times slower), so
 the engine works wherever Python does.
@@ -20,11 +21,13 @@ try:
 except ImportError:  # pragma: no cover - exercised where the wheel is unavailable
     hyperscan = None
 
-Trigger = tuple[int, bytes, bool]  # (id, pattern, caseless)
+CASELESS = 1
+START = 2
+Trigger = tuple[int, bytes, int]  # (id, pattern, CASELESS | START)
 
 
 class Scanner:
-    """Finds trigger matches; ``scan`` returns a list of (trigger id, end offset)."""
+    """Finds trigger matches; ``scan`` returns a list of (trigger id, start, end)."""
 
     def __init__(self, triggers: Sequence[Trigger], use_hyperscan: bool | None = None) -> None:
         self.triggers = list(triggers)
@@ -38,11 +41,12 @@ class Scanner:
                 expressions=[p for _, p, _ in self.triggers],
                 ids=[i for i, _, _ in self.triggers],
                 elements=len(self.triggers),
-                flags=[hyperscan.HS_FLAG_CASELESS if c else 0 for _, _, c in self.triggers],
+                flags=[(hyperscan.HS_FLAG_CASELESS if f & CASELESS else 0) | (hyperscan.HS_FLAG_SOM_LEFTMOST if f & START else 0)
+                       for _, _, f in self.triggers],
             )
             self._local = threading.local()
         else:
-            self._res = [(i, re.compile(p, re.IGNORECASE if c else 0)) for i, p, c in self.triggers]
+            self._res = [(i, re.compile(p, re.IGNORECASE if f & CASELESS else 0)) for i, p, f in self.triggers]
 
     def _scratch(self):
         scratch = getattr(self._local, "scratch", None)
@@ -51,12 +55,12 @@ class Scanner:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
         return scratch
 
-    def scan(self, data: bytes) -> list[tuple[int, int]]:
-        hits: list[tuple[int, int]] = []
+    def scan(self, data: bytes) -> list[tuple[int, int, int]]:
+        hits: list[tuple[int, int, int]] = []
         if self.backend == "hyperscan":
             append = hits.append
-            self._db.scan(data, match_event_handler=lambda i, _s, e, _f, _c: append((i, e)), scratch=self._scratch())
+            self._db.scan(data, match_event_handler=lambda i, s, e, _f, _c: append((i, s, e)), scratch=self._scratch())
         else:
             for i, rx in self._res:
-                hits.extend((i, m.end()) for m in rx.finditer(data))
+                hits.extend((i, m.start(), m.end()) for m in rx.finditer(data))
         return hits

@@ -52,9 +52,7 @@ def card_ok(digits: bytes, grouped: bool) -> bool:
     epoch timestamps (which start with 1) and long counters are not taken for cards; a number
     written in groups (4111 1111 ...) is a card whatever its first digit."""
     n = len(digits)
-    if n < 13 or n > 19 or not luhn_ok(digits):
-        return False
-    return grouped or 50 <= digits[0] <= 54
+    return 13 <= n <= 19 and (grouped or 50 <= digits[0] <= 54) and luhn_ok(digits)
 
 
 def _valid_date(year: int, month: int, day: int) -> bool:
@@ -123,25 +121,18 @@ def jwt_ok(token: bytes) -> bool:
 
 
 def aws_secret_ok(value: bytes) -> bool:
-    """40 base64 characters that look random: both cases and a digit or symbol, few slashes
-    (paths have many), not hexadecimal (commit hashes)."""
-    if len(value) != 40 or value.count(b"/") > 3:
+    """40 base64 characters that look random: both cases and a digit or symbol, not hexadecimal
+    (commit hashes), and not a path (several slashes with no segment switching from lower to
+    upper case mid-word, as random base64 does)."""
+    if len(value) != 40 or value.isalpha() or value.upper() == value or value.lower() == value:
         return False
-    has_upper = has_lower = has_other = False
-    for ch in value:
-        if 65 <= ch <= 90:
-            has_upper = True
-        elif 97 <= ch <= 122:
-            has_lower = True
-        else:
-            has_other = True
-    if not (has_upper and has_lower and has_other):
+    if value.count(b"/") >= 2 and not any(_camel_break(seg) for seg in value.split(b"/")):
         return False
-    try:
-        int(value, 16)
-    except ValueError:
-        return True
-    return False
+    return bool(value.translate(None, b"0123456789abcdefABCDEF"))
+
+
+def _camel_break(segment: bytes) -> bool:
+    return any(97 <= a <= 122 and 65 <= b <= 90 for a, b in zip(segment, segment[1:]))
 
 
 def credential_token_ok(token: bytes) -> bool:

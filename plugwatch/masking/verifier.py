@@ -15,7 +15,7 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.scanner import Scanner
+from plugwatch.masking.scanner import CASELESS, START, Scanner
 from plugwatch.masking.structure import ALNUM, WORD, Structure, escaped
 
 (V_EMAIL, V_NUMBER, V_PLUS, V_JWT, V_PEM, V_AWS_ID, V_VENDOR, V_OPENAI, V_AUTH, V_USERINFO, V_IBAN,
@@ -27,7 +27,7 @@ _RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
 _PHONE = re.compile(rb"\+[0-9 \-.()]*")
 _TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
-_AFTER = re.compile(rb"(?: |\\t)*(?:\\*[\"'])?")
+_AFTER = re.compile(rb"(?: |\\t)*(\\*[\"'])?")
 _SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
                     rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
 _DIGIT = frozenset(b"0123456789")
@@ -48,21 +48,21 @@ class Verifier:
         self.context = context
         stems = _stems(rules)
         triggers = [
-            (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", False),
-            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", False),
-            (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", False),
-            (V_JWT, rb"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4}", False),
-            (V_PEM, rb"PRIVATE KEY(?: BLOCK)?-----", False),
-            (V_AWS_ID, rb"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}", False),
-            (V_OPENAI, rb"sk-[A-Za-z0-9_\-]{16}", False),
-            (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", True),
-            (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", False),
-            (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", False),
-            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", False),
-            (V_NAME, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", True),
-            (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", True),
+            (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", 0),
+            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", START),
+            (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", 0),
+            (V_JWT, rb"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4}", 0),
+            (V_PEM, rb"PRIVATE KEY(?: BLOCK)?-----", 0),
+            (V_AWS_ID, rb"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}", 0),
+            (V_OPENAI, rb"sk-[A-Za-z0-9_\-]{16}", 0),
+            (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", CASELESS),
+            (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
+            (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", 0),
+            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
+            (V_NAME, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", CASELESS),
+            (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", CASELESS),
         ]
-        triggers += [(V_VENDOR, p, False) for p in _SECRET_PREFIXES]
+        triggers += [(V_VENDOR, p, 0) for p in _SECRET_PREFIXES]
         self.scanner = Scanner(triggers, use_hyperscan)
         self._vendor_res = [re.compile(p + rb"\Z") for p in _SECRET_PREFIXES]
 
@@ -73,8 +73,8 @@ class Verifier:
             return []
         job = _Check(self, b, json_mode, readable)
         bad = []
-        for tid, end in hits:
-            pos = job.run(tid, end)
+        for tid, start, end in hits:
+            pos = job.run(tid, start, end)
             if pos is not None:
                 bad.append(pos)
         return bad
@@ -110,7 +110,7 @@ class _Check:
             return key is not None and self.vf.rules.is_readable_key(key) and not self.vf.rules.is_ai_key(key)
         return False
 
-    def run(self, tid: int, e: int) -> int | None:
+    def run(self, tid: int, start: int, e: int) -> int | None:
         b = self.b
         if tid == V_EMAIL:
             at = b.rfind(b"@", 0, e)
@@ -120,7 +120,7 @@ class _Check:
             if s < at and _HOST.match(b, at + 1):
                 return at
         elif tid == V_NUMBER:
-            return self._number(e)
+            return self._number(start)
         elif tid == V_PLUS:
             s = b.rfind(b"+", 0, e)
             m = _PHONE.match(b, s)
@@ -168,11 +168,9 @@ class _Check:
             return self._kv(e)
         return None
 
-    def _number(self, e: int) -> int | None:
+    def _number(self, start: int) -> int | None:
         b = self.b
-        s = e - 1
-        while s > 0 and (b[s - 1] in _DIGIT or (b[s - 1] in b" -" and s > 1 and b[s - 2] in _DIGIT)):
-            s -= 1
+        s = start + (0 if b[start] in _DIGIT else 2 if b[start] == 92 else 1)
         m = _RUN.match(b, s)
         t = m.end()
         tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
@@ -225,12 +223,15 @@ class _Check:
         """``name: value`` / ``"key": value`` with a sensitive name and a value that is not a token."""
         b = self.b
         rules = self.vf.rules
+        if b.startswith(b'"[MASKED', e):
+            return None  # the common case: a masked value right after the name
         if self.json and b[e - 1] == 58 and b[e - 2] == 34 and self.st.q[e - 2] == 34:
             key = self.st.key_before(e)
             if key is None or rules.key_rule(key) is None:
                 return None
             return self._json_value(e)
-        after = _AFTER.match(b, e).end()
+        m = _AFTER.match(b, e)
+        after = m.end()
         if after >= len(b) or b.startswith(b"[MASKED", after) or b.startswith(b"//", e):
             return None
         q = e - 1
@@ -247,12 +248,11 @@ class _Check:
         if rules.text_name_rule(name) is None and not (start > 0 and b[start - 1] in b"?&" and rules.is_query_param(name)):
             return None
         c = b[after]
-        if c in b"{[" or (c == 34 and self.json) or c in b"\r\n&;,)]}>|<" or (c == 92 and not b.startswith(b'\\"', after)):
-            return None
-        if b[after - 1:after] in (b"'", b'"') and b[after:after + 1] == b[after - 1:after]:
+        delim = m.group(1)
+        if delim and b.startswith(delim, after):
             return None  # empty quoted value
-        if b.startswith(b'\\"', after - 2) and b.startswith(b'\\"', after):
-            return None  # empty \"\" value
+        if c in b"{[\r\n&;,)]}>|<\\" or (c == 34 and self.json and not delim):
+            return None
         return after
 
     def _json_value(self, i: int) -> int | None:

@@ -41,7 +41,9 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-def decode_message(raw: bytes, signal: Signal, *, max_bytes: int = MAX_BYTES) -> tuple[list[dict[str, Any]], str]:
+def decode_message(
+    raw: bytes, signal: Signal, *, max_bytes: int = MAX_BYTES
+) -> tuple[list[dict[str, Any]], str]:
     """Records of one message of the ``signal`` topic and the encoding found.
 
     The encoding is ``json`` (plugwatch envelopes), ``otlp_json`` or ``otlp_proto``.
@@ -60,7 +62,9 @@ def decode_message(raw: bytes, signal: Signal, *, max_bytes: int = MAX_BYTES) ->
         return _decode_json(raw, raw, signal)
     start = _LEADING_WHITESPACE.match(raw).end()
     if start == size:
-        raise DecodeError("empty", "message is empty or only whitespace; send one record, a record array or an OTLP request")
+        raise DecodeError(
+            "empty", "message is empty or only whitespace; send one record, a record array or an OTLP request"
+        )
     head = raw[start : start + 1]
     if head == b"{" or head == b"[":
         return _decode_json(raw, raw, signal)
@@ -81,7 +85,7 @@ def _decode_json(raw: bytes, body: bytes, signal: Signal) -> tuple[list[dict[str
             pass
         raise _json_error(body, exc) from exc
     if _nesting_exceeds(body, MAX_DEPTH):
-        raise DecodeError("too_deep", f"JSON nests objects/arrays deeper than {MAX_DEPTH} levels; flatten the record")
+        raise _too_deep()
     if isinstance(doc, dict):
         key = JSON_KEYS[signal]
         if key in doc:
@@ -109,24 +113,32 @@ def _decode_json(raw: bytes, body: bytes, signal: Signal) -> tuple[list[dict[str
 
 def _json_error(body: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
     if "depth limit" in str(exc):
-        return DecodeError("too_deep", f"JSON nests objects/arrays deeper than {MAX_DEPTH} levels; flatten the record")
+        return _too_deep()
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as bad:
-        return DecodeError("invalid_utf8", f"JSON message is not valid UTF-8 at byte {bad.start}; encode JSON as UTF-8")
+        return DecodeError(
+            "invalid_utf8", f"JSON message is not valid UTF-8 at byte {bad.start}; encode JSON as UTF-8"
+        )
     return DecodeError("invalid_json", f"message starts like JSON but does not parse: {exc}")
 
 
-def _nesting_exceeds(body: bytes, limit: int) -> bool:
-    """Whether valid JSON ``body`` nests objects/arrays deeper than ``limit``, using only C-speed
-    bytes operations (a Python walk of a 100-record batch costs more than parsing it).
+def _too_deep() -> DecodeError:
+    return DecodeError(
+        "too_deep", f"JSON nests objects/arrays deeper than {MAX_DEPTH} levels; flatten the record"
+    )
 
-    Escaped backslashes and quotes are dropped first (one left-to-right pass, so each match starts
-    at an escape), leaving every remaining quote a string delimiter. Then only
-    quotes and brackets are kept; a string without brackets is now ``""``. Brackets inside strings
-    are cut out, the rest become parentheses, and each ``replace(b"()", b"")`` removes exactly the
-    innermost level (replace never rescans what it joined): ``limit`` rounds empty the document if
-    and only if it is at most ``limit`` deep.
+
+def _nesting_exceeds(body: bytes, limit: int) -> bool:
+    """Whether valid JSON ``body`` nests objects/arrays deeper than ``limit``.
+
+    Only C-speed bytes operations: a Python walk of a 100-record batch costs more than parsing it.
+    Escaped backslashes and quotes go first (one left-to-right pass, so every match starts at an
+    escape); every quote left is then a string delimiter. Keeping only quotes and brackets turns a
+    string without brackets into ``""``; strings with brackets are cut out. The brackets left
+    become parentheses, and each ``replace(b"()", b"")`` removes exactly the innermost level
+    (replace never rescans what it joined), so ``limit`` rounds empty the document if and only if
+    it is at most ``limit`` deep.
     """
     if b"\\" in body:
         body = _QUOTING_ESCAPE.sub(b"", body)

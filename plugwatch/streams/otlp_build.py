@@ -32,7 +32,16 @@ _RESOURCE_FIELDS = (
     ("plugin_version", "service.version"),
     ("region", "cloud.region"),
 )
-_SEVERITIES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "WARNING": 13, "ERROR": 17, "FATAL": 21, "CRITICAL": 21}
+_SEVERITIES = {
+    "TRACE": 1,
+    "DEBUG": 5,
+    "INFO": 9,
+    "WARN": 13,
+    "WARNING": 13,
+    "ERROR": 17,
+    "FATAL": 21,
+    "CRITICAL": 21,
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -164,10 +173,12 @@ def build_traces_request(spans: list[dict[str, Any]]) -> ExportTraceServiceReque
                 span.span_id = _id(record.get("span_id"), "span_id")
                 span.parent_span_id = _id(record.get("parent_span_id"), "parent_span_id")
                 span.name = record.get("name") or ""
-                span.kind = Span.SpanKind.Value(f"SPAN_KIND_{(record.get('kind') or 'INTERNAL').upper()}")
+                kind = (record.get("kind") or "INTERNAL").upper()
+                span.kind = Span.SpanKind.Value(f"SPAN_KIND_{kind}")
                 span.start_time_unix_nano = _ns(record.get("start_ts"))
                 span.end_time_unix_nano = _ns(record.get("end_ts"))
-                span.status.code = Status.StatusCode.Value(f"STATUS_CODE_{(record.get('status') or 'UNSET').upper()}")
+                status = (record.get("status") or "UNSET").upper()
+                span.status.code = Status.StatusCode.Value(f"STATUS_CODE_{status}")
                 attributes = dict(record.get("attributes") or {})
                 attributes.pop(_SCOPE_NAME, None)
                 description = attributes.pop(_STATUS_DESCRIPTION, None)
@@ -213,8 +224,8 @@ def build_metrics_request(points: list[dict[str, Any]]) -> ExportMetricsServiceR
             for record in items:
                 attributes = dict(record.get("attributes") or {})
                 attributes.pop(_SCOPE_NAME, None)
-                kind = record.get("type") or attributes.pop(_METRIC_TYPE, None) or "gauge"
-                attributes.pop(_METRIC_TYPE, None)
+                declared = attributes.pop(_METRIC_TYPE, None)
+                kind = record.get("type") or declared or "gauge"
                 temporality = AggregationTemporality.Value(
                     f"AGGREGATION_TEMPORALITY_{attributes.pop(_TEMPORALITY, None) or 'CUMULATIVE'}"
                 )

@@ -44,12 +44,13 @@ def _enum(value: Any, enum_type: Any) -> int:
         return int(value)
 
 
-def _scope_json(resource: dict[str, Any], container: dict[str, Any], name_attribute: bool) -> tuple[dict, dict, str]:
+def _scope_json(
+    resource: dict[str, Any], container: dict[str, Any], name_attribute: bool
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     scope = container.get("scope") or {}
     name = scope.get("name") or ""
-    envelope, base = scope_context(
-        resource, attributes_from_json(scope.get("attributes")), name, scope.get("version") or "", name_attribute
-    )
+    attributes = attributes_from_json(scope.get("attributes"))
+    envelope, base = scope_context(resource, attributes, name, scope.get("version") or "", name_attribute)
     return envelope, base, name
 
 
@@ -87,8 +88,12 @@ def _spans_from_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
             for span in scope_spans.get("spans") or ():
                 status = span.get("status") or {}
                 events = [
-                    span_event(_ns(e.get("timeUnixNano")), e.get("name") or "", attributes_from_json(e.get("attributes")))
-                    for e in span.get("events") or ()
+                    span_event(
+                        _ns(event.get("timeUnixNano")),
+                        event.get("name") or "",
+                        attributes_from_json(event.get("attributes")),
+                    )
+                    for event in span.get("events") or ()
                 ]
                 links = [
                     {
@@ -141,9 +146,8 @@ def _metrics_from_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
                         break
                 else:
                     continue
-                stats = metric_stats(
-                    kind, _enum(data.get("aggregationTemporality"), AggregationTemporality), bool(data.get("isMonotonic"))
-                )
+                temporality = _enum(data.get("aggregationTemporality"), AggregationTemporality)
+                stats = metric_stats(kind, temporality, bool(data.get("isMonotonic")))
                 for point in data.get("dataPoints") or ():
                     if kind == "gauge" or kind == "sum":
                         value = point.get("asDouble")
@@ -158,7 +162,8 @@ def _metrics_from_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
                             str(float(q.get("quantile") or 0.0)): float(q.get("value") or 0.0)
                             for q in point.get("quantileValues") or ()
                         }
-                        point_stats = {**stats, "count": _ns(point.get("count")), "sum": value, "quantiles": quantiles}
+                        count = _ns(point.get("count"))
+                        point_stats = {**stats, "count": count, "sum": value, "quantiles": quantiles}
                     else:  # histogram, exponential_histogram
                         value = _ns(point.get("count"))
                         point_stats = {**stats, "count": value}

@@ -27,13 +27,20 @@ from plugwatch.streams.otlp_records import (
 )
 
 
+def _scope(
+    resource: dict[str, Any], scope: Any, name_attribute: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    attributes = attributes_from_proto(scope.attributes)
+    return scope_context(resource, attributes, scope.name, scope.version, name_attribute)
+
+
 def _logs_from_proto(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
     records = []
     for resource_logs in request.resource_logs:
         resource = attributes_from_proto(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             scope = scope_logs.scope
-            envelope, base = scope_context(resource, attributes_from_proto(scope.attributes), scope.name, scope.version, False)
+            envelope, base = _scope(resource, scope, False)
             for log in scope_logs.log_records:
                 records.append(
                     log_record(
@@ -58,12 +65,18 @@ def _spans_from_proto(request: ExportTraceServiceRequest) -> list[dict[str, Any]
     for resource_spans in request.resource_spans:
         resource = attributes_from_proto(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            scope = scope_spans.scope
-            envelope, base = scope_context(resource, attributes_from_proto(scope.attributes), scope.name, scope.version, True)
+            envelope, base = _scope(resource, scope_spans.scope, True)
             for span in scope_spans.spans:
-                events = [span_event(e.time_unix_nano, e.name, attributes_from_proto(e.attributes)) for e in span.events]
+                events = [
+                    span_event(event.time_unix_nano, event.name, attributes_from_proto(event.attributes))
+                    for event in span.events
+                ]
                 links = [
-                    {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(), "attributes": attributes_from_proto(link.attributes)}
+                    {
+                        "trace_id": link.trace_id.hex(),
+                        "span_id": link.span_id.hex(),
+                        "attributes": attributes_from_proto(link.attributes),
+                    }
                     for link in span.links
                 ]
                 records.append(
@@ -92,14 +105,15 @@ def _metrics_from_proto(request: ExportMetricsServiceRequest) -> list[dict[str, 
     for resource_metrics in request.resource_metrics:
         resource = attributes_from_proto(resource_metrics.resource.attributes)
         for scope_metrics in resource_metrics.scope_metrics:
-            scope = scope_metrics.scope
-            envelope, base = scope_context(resource, attributes_from_proto(scope.attributes), scope.name, scope.version, True)
+            envelope, base = _scope(resource, scope_metrics.scope, True)
             for metric in scope_metrics.metrics:
                 kind = metric.WhichOneof("data")
                 if kind is None:
                     continue
                 data = getattr(metric, kind)
-                stats = metric_stats(kind, getattr(data, "aggregation_temporality", 0), getattr(data, "is_monotonic", False))
+                # Gauges and summaries have neither field.
+                temporality = getattr(data, "aggregation_temporality", 0)
+                stats = metric_stats(kind, temporality, getattr(data, "is_monotonic", False))
                 for point in data.data_points:
                     if kind == "gauge" or kind == "sum":
                         which = point.WhichOneof("value")
@@ -108,7 +122,7 @@ def _metrics_from_proto(request: ExportMetricsServiceRequest) -> list[dict[str, 
                     elif kind == "summary":
                         value = point.sum
                         quantiles = {str(q.quantile): q.value for q in point.quantile_values}
-                        point_stats = {**stats, "count": point.count, "sum": point.sum, "quantiles": quantiles}
+                        point_stats = {**stats, "count": point.count, "sum": value, "quantiles": quantiles}
                     else:  # histogram, exponential_histogram
                         value = point.count
                         point_stats = {**stats, "count": point.count}
@@ -162,11 +176,25 @@ class _Layout:
 
 _LAYOUTS: dict[str, _Layout] = {
     "logs": _Layout(ExportLogsServiceRequest, "resource_logs", "scope_logs", _logs_from_proto, _complete_log),
-    "traces": _Layout(ExportTraceServiceRequest, "resource_spans", "scope_spans", _spans_from_proto, _complete_span),
+    "traces": _Layout(
+        ExportTraceServiceRequest, "resource_spans", "scope_spans", _spans_from_proto, _complete_span
+    ),
     "metrics": _Layout(
         ExportMetricsServiceRequest, "resource_metrics", "scope_metrics", _metrics_from_proto, _complete_point
     ),
 }
+
+
+def _containers_have_unknown_fields(request: Any, layout: _Layout) -> bool:
+    if len(UnknownFieldSet(request)):
+        return True
+    for resource in getattr(request, layout.resources):
+        if len(UnknownFieldSet(resource)):
+            return True
+        for scope in getattr(resource, layout.scopes):
+            if len(UnknownFieldSet(scope)):
+                return True
+    return False
 
 
 def decode_proto(raw: bytes, signal: Signal) -> list[dict[str, Any]]:
@@ -186,16 +214,14 @@ def decode_proto(raw: bytes, signal: Signal) -> list[dict[str, Any]]:
         request.ParseFromString(raw)
     except _ProtoDecodeError as exc:
         if "depth" in str(exc).lower():
-            raise OtlpError("too_deep", f"protobuf {name} nests deeper than the parser allows: {exc}") from exc
+            raise OtlpError(
+                "too_deep", f"protobuf {name} nests deeper than the parser allows ({exc}); flatten the values"
+            ) from exc
         raise OtlpError("not_json_or_otlp", f"neither JSON nor a protobuf {name}: {exc}") from exc
-    resources = getattr(request, layout.resources)
-    unknown = len(UnknownFieldSet(request)) > 0
-    for resource in resources:
-        unknown = unknown or len(UnknownFieldSet(resource)) > 0
-        for scope in getattr(resource, layout.scopes):
-            unknown = unknown or len(UnknownFieldSet(scope)) > 0
-    if unknown:
-        raise OtlpError("not_json_or_otlp", f"neither JSON nor a protobuf {name} (it has fields unknown to OTLP)")
+    if _containers_have_unknown_fields(request, layout):
+        raise OtlpError(
+            "not_json_or_otlp", f"neither JSON nor a protobuf {name}: it has fields unknown to OTLP"
+        )
     records = layout.decode(request)
     if not any(map(layout.complete, records)):
         raise OtlpError(

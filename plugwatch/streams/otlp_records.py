@@ -34,7 +34,11 @@ _ENVELOPE_KEYS = (
     ("cloud.region", "region"),
 )
 _MAPPED = frozenset(key for key, _ in _ENVELOPE_KEYS)
-_EXCEPTION_KEYS = (("exception.type", "type"), ("exception.message", "message"), ("exception.stacktrace", "stacktrace"))
+_EXCEPTION_KEYS = (
+    ("exception.type", "type"),
+    ("exception.message", "message"),
+    ("exception.stacktrace", "stacktrace"),
+)
 _EXCEPTION = frozenset(key for key, _ in _EXCEPTION_KEYS)
 _REQUEST = frozenset({"http.request.method", "http.method", "url.full", "http.url", "url.path"})
 _HEADER_PREFIX = "http.request.header."
@@ -82,7 +86,9 @@ def scope_context(
     return envelope, attributes
 
 
-def _merge(envelope: dict[str, Any], base: dict[str, Any], own: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _merge(
+    envelope: dict[str, Any], base: dict[str, Any], own: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A fresh record and attribute dict; the record's own attributes win over resource and scope."""
     record = dict(envelope)
     attributes = dict(base)
@@ -149,7 +155,8 @@ def log_record(
     if event_name:
         attributes["event.name"] = event_name
     if not _EXCEPTION.isdisjoint(attributes):
-        record["exception"] = {field: attributes.pop(key) for key, field in _EXCEPTION_KEYS if key in attributes}
+        exception = {field: attributes.pop(key) for key, field in _EXCEPTION_KEYS if key in attributes}
+        record["exception"] = exception
     if not _REQUEST.isdisjoint(attributes):
         request = _request(attributes)
         if request:

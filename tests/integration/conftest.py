@@ -149,6 +149,8 @@ def worker(broker: EmbeddedBroker, access_file: Path, tmp_path: Path) -> Iterato
     started = Worker(broker, access_file, tmp_path).start()
     yield started
     started.stop()
+    log = started.log_path.read_text(errors="replace")
+    assert "--- Logging error ---" not in log, "the worker's own logging failed:\n" + started.log_tail()
 
 
 def produce(broker: EmbeddedBroker, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

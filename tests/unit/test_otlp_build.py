@@ -6,7 +6,12 @@ import orjson
 import pytest
 
 from plugwatch.streams.codecs import decode_message
-from plugwatch.streams.otlp import build_logs_request, build_metrics_request, build_traces_request, encode_otlp_json
+from plugwatch.streams.otlp import (
+    build_logs_request,
+    build_metrics_request,
+    build_traces_request,
+    encode_otlp_json,
+)
 
 TRACE_ID = "5b8efff798038103d269b633813fc60c"
 SPAN_ID = "eee19b7ec3c1b174"
@@ -63,7 +68,15 @@ def test_missing_envelope_fields_are_not_invented():
 
 def test_log_fields():
     request = build_logs_request(
-        [{"ts": "2025-11-24T16:00:00.123Z", "level": "warning", "message": "m", "trace_id": TRACE_ID, "span_id": SPAN_ID}]
+        [
+            {
+                "ts": "2025-11-24T16:00:00.123Z",
+                "level": "warning",
+                "message": "m",
+                "trace_id": TRACE_ID,
+                "span_id": SPAN_ID,
+            }
+        ]
     )
     log = request.resource_logs[0].scope_logs[0].log_records[0]
     assert log.time_unix_nano == log.observed_time_unix_nano == 1_764_000_000_123_000_000
@@ -84,7 +97,15 @@ def test_ids_must_be_hex():
 
 def test_span_defaults_and_status_message():
     request = build_traces_request(
-        [{"trace_id": TRACE_ID, "span_id": SPAN_ID, "start_ts": 1, "attributes": {"otel.status_description": "boom"}, "status": "error"}]
+        [
+            {
+                "trace_id": TRACE_ID,
+                "span_id": SPAN_ID,
+                "start_ts": 1,
+                "attributes": {"otel.status_description": "boom"},
+                "status": "error",
+            }
+        ]
     )
     span = request.resource_spans[0].scope_spans[0].spans[0]
     assert span.kind == 1  # INTERNAL, what SDKs default to
@@ -96,7 +117,15 @@ def test_metric_types_and_sharing_one_metric_per_name():
     points = [
         {"tenant_id": "t1", "plugin_id": "p1", "ts": 1, "name": "req", "value": 1, "type": "sum"},
         {"tenant_id": "t1", "plugin_id": "p1", "ts": 2, "name": "req", "value": 2, "type": "sum"},
-        {"tenant_id": "t1", "plugin_id": "p1", "ts": 2, "name": "lat", "value": 12.0, "type": "histogram", "attributes": {"count": 3}},
+        {
+            "tenant_id": "t1",
+            "plugin_id": "p1",
+            "ts": 2,
+            "name": "lat",
+            "value": 12.0,
+            "type": "histogram",
+            "attributes": {"count": 3},
+        },
     ]
     request = build_metrics_request(points)
     metrics = request.resource_metrics[0].scope_metrics[0].metrics
@@ -114,10 +143,25 @@ def test_unknown_metric_type_is_refused():
 @pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
 def test_decoded_histograms_and_sums_build_back_to_the_same_records(encoding):
     points = [
-        {"tenant_id": "t1", "plugin_id": "p1", "ts": 5, "name": "lat", "value": 12.0, "unit": "ms", "type": "histogram",
-         "attributes": {"count": 3, "min": 1.0, "max": 9.0, "route": "/x"}},
-        {"tenant_id": "t1", "plugin_id": "p1", "ts": 5, "name": "req", "value": 4, "type": "sum",
-         "attributes": {"otel.metric.temporality": "DELTA", "otel.metric.monotonic": False}},
+        {
+            "tenant_id": "t1",
+            "plugin_id": "p1",
+            "ts": 5,
+            "name": "lat",
+            "value": 12.0,
+            "unit": "ms",
+            "type": "histogram",
+            "attributes": {"count": 3, "min": 1.0, "max": 9.0, "route": "/x"},
+        },
+        {
+            "tenant_id": "t1",
+            "plugin_id": "p1",
+            "ts": 5,
+            "name": "req",
+            "value": 4,
+            "type": "sum",
+            "attributes": {"otel.metric.temporality": "DELTA", "otel.metric.monotonic": False},
+        },
     ]
     request = build_metrics_request(points)
     raw = request.SerializeToString() if encoding == "otlp_proto" else encode_otlp_json(request)
@@ -127,8 +171,16 @@ def test_decoded_histograms_and_sums_build_back_to_the_same_records(encoding):
 
 def test_otlp_json_uses_hex_ids_integer_enums_and_string_int64():
     request = build_traces_request(
-        [{"trace_id": TRACE_ID, "span_id": SPAN_ID, "parent_span_id": "eee19b7ec3c1b173", "start_ts": 1_764_000_000_123,
-          "kind": "SERVER", "links": [{"trace_id": TRACE_ID, "span_id": SPAN_ID}]}]
+        [
+            {
+                "trace_id": TRACE_ID,
+                "span_id": SPAN_ID,
+                "parent_span_id": "eee19b7ec3c1b173",
+                "start_ts": 1_764_000_000_123,
+                "kind": "SERVER",
+                "links": [{"trace_id": TRACE_ID, "span_id": SPAN_ID}],
+            }
+        ]
     )
     doc = orjson.loads(encode_otlp_json(request))
     span = doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]

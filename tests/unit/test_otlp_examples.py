@@ -50,8 +50,22 @@ BUILT = {
                                     _kv("boolean.attribute", {"boolValue": True}),
                                     _kv("int.attribute", {"intValue": "10"}),
                                     _kv("double.attribute", {"doubleValue": 637.704}),
-                                    _kv("array.attribute", {"arrayValue": {"values": [{"stringValue": "many"}, {"stringValue": "values"}]}}),
-                                    _kv("map.attribute", {"kvlistValue": {"values": [_kv("some.map.key", {"stringValue": "some value"})]}}),
+                                    _kv(
+                                        "array.attribute",
+                                        {
+                                            "arrayValue": {
+                                                "values": [{"stringValue": "many"}, {"stringValue": "values"}]
+                                            }
+                                        },
+                                    ),
+                                    _kv(
+                                        "map.attribute",
+                                        {
+                                            "kvlistValue": {
+                                                "values": [_kv("some.map.key", {"stringValue": "some value"})]
+                                            }
+                                        },
+                                    ),
                                 ],
                             }
                         ],
@@ -74,12 +88,19 @@ BUILT = {
                                 "observedTimeUnixNano": _T,
                                 "severityNumber": 9,
                                 "severityText": "test severity text",
-                                "attributes": [_kv("event.attribute", {"stringValue": "some event attribute"})],
+                                "attributes": [
+                                    _kv("event.attribute", {"stringValue": "some event attribute"})
+                                ],
                                 "body": {
                                     "kvlistValue": {
                                         "values": [
                                             _kv("type", {"intValue": "0"}),
-                                            _kv("url", {"stringValue": "https://www.guidgenerator.com/online-guid-generator.aspx"}),
+                                            _kv(
+                                                "url",
+                                                {
+                                                    "stringValue": "https://www.guidgenerator.com/online-guid-generator.aspx"
+                                                },
+                                            ),
                                             _kv("referrer", {"stringValue": "https://wwww.google.com"}),
                                             _kv("title", {"stringValue": "Free Online GUID Generator"}),
                                         ]
@@ -136,7 +157,9 @@ BUILT = {
                                             "asDouble": 5,
                                             "startTimeUnixNano": _T,
                                             "timeUnixNano": _T,
-                                            "attributes": [_kv("my.counter.attr", {"stringValue": "some value"})],
+                                            "attributes": [
+                                                _kv("my.counter.attr", {"stringValue": "some value"})
+                                            ],
                                         }
                                     ],
                                 },
@@ -150,7 +173,9 @@ BUILT = {
                                         {
                                             "asDouble": 10,
                                             "timeUnixNano": _T,
-                                            "attributes": [_kv("my.gauge.attr", {"stringValue": "some value"})],
+                                            "attributes": [
+                                                _kv("my.gauge.attr", {"stringValue": "some value"})
+                                            ],
                                         }
                                     ]
                                 },
@@ -171,7 +196,9 @@ BUILT = {
                                             "explicitBounds": [1],
                                             "min": 0,
                                             "max": 2,
-                                            "attributes": [_kv("my.histogram.attr", {"stringValue": "some value"})],
+                                            "attributes": [
+                                                _kv("my.histogram.attr", {"stringValue": "some value"})
+                                            ],
                                         }
                                     ],
                                 },
@@ -195,7 +222,10 @@ BUILT = {
                                             "max": 5,
                                             "zeroThreshold": 0,
                                             "attributes": [
-                                                _kv("my.exponential.histogram.attr", {"stringValue": "some value"})
+                                                _kv(
+                                                    "my.exponential.histogram.attr",
+                                                    {"stringValue": "some value"},
+                                                )
                                             ],
                                         }
                                     ],

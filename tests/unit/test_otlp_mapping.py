@@ -75,7 +75,10 @@ def one_log(request) -> dict:
 def test_resource_semantic_conventions_become_envelope_fields():
     request, _ = log_request()
     record = one_log(request)
-    assert {key: record[key] for key in ("tenant_id", "plugin_id", "instance_id", "host", "env", "plugin_version", "region")} == {
+    assert {
+        key: record[key]
+        for key in ("tenant_id", "plugin_id", "instance_id", "host", "env", "plugin_version", "region")
+    } == {
         "tenant_id": "t1",
         "plugin_id": "p1",
         "instance_id": "i-1",
@@ -126,7 +129,19 @@ def test_missing_tenant_and_plugin_stay_missing():
 
 @pytest.mark.parametrize(
     ("number", "level"),
-    [(0, ""), (1, "TRACE"), (4, "TRACE"), (5, "DEBUG"), (9, "INFO"), (12, "INFO"), (13, "WARN"), (17, "ERROR"), (20, "ERROR"), (21, "FATAL"), (24, "FATAL")],
+    [
+        (0, ""),
+        (1, "TRACE"),
+        (4, "TRACE"),
+        (5, "DEBUG"),
+        (9, "INFO"),
+        (12, "INFO"),
+        (13, "WARN"),
+        (17, "ERROR"),
+        (20, "ERROR"),
+        (21, "FATAL"),
+        (24, "FATAL"),
+    ],
 )
 def test_level_from_severity_number(number, level):
     assert level_from_severity(number) == level
@@ -177,7 +192,15 @@ def test_ids_are_lowercase_hex_and_empty_ids_are_omitted():
     ],
 )
 def test_otlp_json_ids_in_either_spelling(trace_id, span_id):
-    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": str(NS), "traceId": trace_id, "spanId": span_id}]}]}]}
+    doc = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {"logRecords": [{"timeUnixNano": str(NS), "traceId": trace_id, "spanId": span_id}]}
+                ]
+            }
+        ]
+    }
     (record,), _ = decode_message(orjson.dumps(doc), "logs")
     assert (record["trace_id"], record["span_id"]) == (TRACE.hex(), SPAN.hex())
 
@@ -245,7 +268,9 @@ def test_http_attributes_become_the_request_field():
 def test_legacy_and_path_only_http_attributes():
     request, _ = log_request(record_attributes={"http.method": "GET", "http.url": "http://h/a"})
     assert one_log(request)["request"] == {"method": "GET", "url": "http://h/a"}
-    request, _ = log_request(record_attributes={"http.request.method": "GET", "url.path": "/a", "url.query": "q=1"})
+    request, _ = log_request(
+        record_attributes={"http.request.method": "GET", "url.path": "/a", "url.query": "q=1"}
+    )
     assert one_log(request)["request"] == {"method": "GET", "url": "/a?q=1"}
 
 
@@ -369,7 +394,9 @@ def test_root_span_has_no_parent_and_unset_status():
     assert "otel.status_description" not in record["attributes"]
 
 
-@pytest.mark.parametrize(("kind", "name"), [(1, "INTERNAL"), (2, "SERVER"), (3, "CLIENT"), (4, "PRODUCER"), (5, "CONSUMER")])
+@pytest.mark.parametrize(
+    ("kind", "name"), [(1, "INTERNAL"), (2, "SERVER"), (3, "CLIENT"), (4, "PRODUCER"), (5, "CONSUMER")]
+)
 def test_span_kinds(kind, name):
     request, _ = span_request(kind=kind)
     assert decode_both(request, "traces")[0]["kind"] == name
@@ -384,8 +411,12 @@ def test_span_events_and_links():
     link.trace_id, link.span_id = TRACE, PARENT
     set_attributes(link.attributes, {"reason": "retry"})
     (record,) = decode_both(request, "traces")
-    assert record["events"] == [{"ts": 1_764_000_000_223, "name": "exception", "attributes": {"exception.type": "TimeoutError"}}]
-    assert record["links"] == [{"trace_id": TRACE.hex(), "span_id": PARENT.hex(), "attributes": {"reason": "retry"}}]
+    assert record["events"] == [
+        {"ts": 1_764_000_000_223, "name": "exception", "attributes": {"exception.type": "TimeoutError"}}
+    ]
+    assert record["links"] == [
+        {"trace_id": TRACE.hex(), "span_id": PARENT.hex(), "attributes": {"reason": "retry"}}
+    ]
 
 
 def test_span_enum_names_in_otlp_json():
@@ -459,7 +490,11 @@ def test_sum_carries_temporality_and_monotonicity():
     point.time_unix_nano, point.as_int = NS, 10
     (record,) = decode_both(request, "metrics")
     assert record["value"] == 10
-    assert record["attributes"] == {"otel.metric.type": "sum", "otel.metric.temporality": "CUMULATIVE", "otel.metric.monotonic": True}
+    assert record["attributes"] == {
+        "otel.metric.type": "sum",
+        "otel.metric.temporality": "CUMULATIVE",
+        "otel.metric.monotonic": True,
+    }
 
 
 def test_histogram_value_is_the_sum_with_statistics_in_attributes():
@@ -470,7 +505,12 @@ def test_histogram_value_is_the_sum_with_statistics_in_attributes():
     point.explicit_bounds.append(2.0)
     (record,) = decode_both(request, "metrics")
     assert record["value"] == 10.0
-    assert {key: record["attributes"][key] for key in ("count", "sum", "min", "max")} == {"count": 4, "sum": 10.0, "min": 1.0, "max": 5.0}
+    assert {key: record["attributes"][key] for key in ("count", "sum", "min", "max")} == {
+        "count": 4,
+        "sum": 10.0,
+        "min": 1.0,
+        "max": 5.0,
+    }
 
 
 def test_histogram_without_sum_has_the_count_as_value():
@@ -479,7 +519,10 @@ def test_histogram_without_sum_has_the_count_as_value():
     point.time_unix_nano, point.count = NS, 7
     (record,) = decode_both(request, "metrics")
     assert record["value"] == 7
-    assert "sum" not in record["attributes"] and record["attributes"]["otel.metric.type"] == "exponential_histogram"
+    assert (
+        "sum" not in record["attributes"]
+        and record["attributes"]["otel.metric.type"] == "exponential_histogram"
+    )
 
 
 def test_summary_value_is_the_sum_with_quantiles():
