@@ -48,7 +48,7 @@ class BatchOutcome:
     records: list[MaskedRecord] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
     mask_stats: MaskStats = field(default_factory=MaskStats)
-    encodings: Counter[str] = field(default_factory=Counter)
+    encodings: Counter[str] = field(default_factory=Counter)  # records written, by wire encoding
     messages: int = 0
 
 
@@ -86,7 +86,6 @@ class IngestPipeline:
                 self._deadletter("decode_error", f"{type(exc).__name__} while decoding", raw, source, signal)
             )
             return
-        out.encodings[encoding] += 1
         if not decoded:
             out.deadletters.append(
                 self._deadletter("empty", f"{encoding} message holds no records", raw, source, signal)
@@ -119,6 +118,7 @@ class IngestPipeline:
                 )
                 continue
             out.records.append(MaskedRecord(plugin_key(masked), masked, orjson.dumps(masked)))
+            out.encodings[encoding] += 1
 
     def _deadletter(
         self,

@@ -5,8 +5,9 @@ Names follow DESIGN §8 (the platform's names, dots as underscores) and ``plugwa
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 
+disable_created_metrics()  # the *_created series double the output and say nothing a scrape needs
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 INGEST_MESSAGES = Counter(

@@ -29,10 +29,8 @@ SIGNALS = ("logs", "traces", "metrics")
 def record_metrics(signal: str, topic: str, outcome: BatchOutcome) -> None:
     metrics.INGEST_MESSAGES.labels(topic).inc(outcome.messages)
     metrics.BATCH_SIZE.labels(signal).observe(outcome.messages)
-    if outcome.records:
-        # One encoding per batch is the common case; count records under the dominant one.
-        encoding = outcome.encodings.most_common(1)[0][0] if outcome.encodings else "json"
-        metrics.INGEST_RECORDS.labels(signal, encoding).inc(len(outcome.records))
+    for encoding, count in outcome.encodings.items():
+        metrics.INGEST_RECORDS.labels(signal, encoding).inc(count)
     for letter in outcome.deadletters:
         metrics.DEADLETTERS.labels(topic, letter.reason).inc()
     for detector, count in outcome.mask_stats.counts.items():

@@ -59,6 +59,27 @@ def _alternation(spellings: list[tuple[str, ...]]) -> bytes:
     return b"(?:" + b"|".join(parts) + b")"
 
 
+def _name_triggers(rules: Rules) -> list[Trigger]:
+    """Sensitive names followed by a separator. Split three ways because Hyperscan is much
+    faster on long literals: names that end a key ("db_password:"), short names that need a
+    boundary before them ("pwd=" but not "lpwd="), and names that may be followed by more words
+    ("password_hash:")."""
+    names = [s for r in rules.key_rules for s in r.spellings] + list(rules.text_rule.spellings)
+    long = sorted({s for s in names if len("".join(s)) >= 4 or not "".join(s).isascii()})
+    short = sorted({s for s in names if s not in long})
+    anywhere = sorted({s for r in rules.key_rules for s in r.anywhere_spellings}
+                      | {s for s in rules.text_rule.anywhere_spellings if len("".join(s)) >= 5})
+    end = rb"(?:[_\-.]?[0-9]+)?(?:\\*[\"'])?(?: |\\t)*[:=]"
+    # Unbounded repeats on purpose: Hyperscan runs bounded ones ({0,40}) several times slower.
+    more = rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]"
+    triggers = [(T_ASSIGN, _alternation(long) + end, CASELESS)]
+    if short:
+        triggers.append((T_ASSIGN, rb"(?:^|[^A-Za-z0-9])" + _alternation(short) + end, CASELESS))
+    if anywhere:
+        triggers.append((T_ASSIGN, _alternation(anywhere) + more, CASELESS))
+    return triggers
+
+
 def build_triggers(rules: Rules) -> list[Trigger]:
     names = [s for r in rules.key_rules for s in r.spellings] + list(rules.text_rule.spellings)
     stems = _alternation(names)
@@ -72,18 +93,17 @@ def build_triggers(rules: Rules) -> list[Trigger]:
         (T_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
         (T_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]", CASELESS),
         (T_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
-        (T_IBAN, _B + rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2}", START),
-        # Unbounded repeats on purpose: Hyperscan runs bounded ones ({0,40}) several times slower.
-        (T_ASSIGN, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", CASELESS),
+        (T_IBAN, _B + rb"(?:" + b"|".join(c.encode() for c in sorted(v.IBAN_LENGTHS)) + rb")[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", START),
         (T_KV, rb"\"(?:key|name)\":\"[^\"\\]*(?:" + stems + rb"|gen_ai\.)[^\"\\]*\",\"value\":", CASELESS),
         (T_PAIR, rb"\[\"[^\"\\]*" + stems + rb"[^\"\\]*\",\"", CASELESS),
         (T_AI_KEY, rb"\"gen_ai\.[A-Za-z0-9_.\-]*\":", CASELESS),
     ]
+    triggers += _name_triggers(rules)
     if rules.query_spellings:
         triggers.append((T_QUERY, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=", CASELESS))
     if rules.ai.field_spellings:
         ai_fields = _alternation(list(rules.ai.field_spellings))
-        triggers.append((T_AI_KEY, rb"\"[A-Za-z0-9_.\-]*" + ai_fields + rb"\":", CASELESS))
+        triggers.append((T_AI_KEY, rb"\"" + ai_fields + rb"\":", CASELESS))
     for n, (pattern, _, _, _) in enumerate(_VENDOR_TOKENS):
         triggers.append((T_TOKEN + n, pattern, 0))
     return triggers

@@ -46,6 +46,7 @@ class KeyRule:
     names: frozenset[str]
     anywhere: frozenset[str] = frozenset()  # names that mark a key wherever they occur in it
     spellings: tuple[tuple[str, ...], ...] = ()  # the names as word tuples, for scan triggers
+    anywhere_spellings: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,14 @@ def parse_rules(doc: Any, source: str = "<rules>") -> Rules:
         names = _names(source, f"{where}.keys", item.get("keys"))
         anywhere = _names(source, f"{where}.match_anywhere", item.get("match_anywhere", []))
         key_rules.append(KeyRule(item["type"], _style(source, f"{where}.style", item.get("style", "full")), names, anywhere,
-                                 _spellings(item.get("keys"))))
+                                 _spellings(item.get("keys")), _spellings(item.get("match_anywhere", []))))
     if not key_rules:
         raise _fail(source, "key_rules is empty")
     text = doc.get("text_assignments") or {}
     text_names = _names(source, "text_assignments.names", text.get("names", []))
+    text_spellings = _spellings(text.get("names", []))
     text_rule = KeyRule("secret", _style(source, "text_assignments.style", text.get("style", "full")), text_names, text_names,
-                        _spellings(text.get("names", [])))
+                        text_spellings, text_spellings)
     detectors = doc.get("detectors") or {}
     if not isinstance(detectors, dict):
         raise _fail(source, "detectors must be a mapping of detector name -> {style: ...}")

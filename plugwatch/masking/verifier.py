@@ -15,6 +15,7 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
+from plugwatch.masking.detectors import _alternation
 from plugwatch.masking.scanner import CASELESS, START, Scanner
 from plugwatch.masking.structure import ALNUM, WORD, Structure, escaped
 
@@ -27,6 +28,7 @@ _RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
 _PHONE = re.compile(rb"\+[0-9 \-.()]*")
 _TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
+_TO_SEP = re.compile(rb"(?:\\*[\"'])?(?: |\\t)*[:=]")
 _AFTER = re.compile(rb"(?: |\\t)*(\\*[\"'])?")
 _SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
                     rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
@@ -34,20 +36,30 @@ _DIGIT = frozenset(b"0123456789")
 _BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
-def _stems(rules: Rules) -> bytes:
-    words = {w.encode() for r in rules.key_rules for s in r.spellings for w in s}
-    words |= {w.encode() for s in rules.text_rule.spellings for w in s}
-    # Whole names are checked in Python; the trigger only needs one word of a name, but short
-    # common words ("id", "no") would fire everywhere, so they stay out.
-    return b"(?:" + b"|".join(sorted((re.escape(w) for w in words if len(w) >= 3), key=len, reverse=True)) + b")"
+def _name_triggers(rules: Rules) -> list[tuple[int, bytes, int]]:
+    """Sensitive names followed by a separator and a value that does not start like a token
+    (``[MASKED:``), so a correctly masked output costs no callback."""
+    tail = rb"(?:[_\-.]?[0-9]+)?(?:\\*[\"'])?(?: |\\t)*[:=](?: |\\t)*(?:\\*[\"'])?(?:[^\[\s\"'\\,;&]|\[[^M])"
+    words = {s for r in rules.key_rules for s in r.spellings} | set(rules.text_rule.spellings)
+    short = sorted(s for s in words if len("".join(s)) < 4 and "".join(s).isascii())
+    long = sorted(words - set(short))
+    inner = sorted({s for r in rules.key_rules for s in r.anywhere_spellings} | set(rules.text_rule.anywhere_spellings))
+    flags = CASELESS | START
+    triggers = [(V_NAME, _alternation(long) + tail, flags)]
+    if short:
+        triggers.append((V_NAME, rb"(?:^|[^A-Za-z0-9])" + _alternation(short) + tail, flags))
+    if inner:
+        triggers.append((V_NAME, _alternation(inner) + rb"[A-Za-z0-9_.\-]*" + tail, flags))
+    if rules.query_spellings:
+        triggers.append((V_NAME, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=(?:[^\[&\s\"]|\[[^M])", flags))
+    return triggers
 
 
 class Verifier:
     def __init__(self, rules: Rules, context: re.Pattern[bytes], use_hyperscan: bool | None = None) -> None:
         self.rules = rules
         self.context = context
-        stems = _stems(rules)
-        triggers = [
+        triggers = _name_triggers(rules) + [
             (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", 0),
             (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", START),
             (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", 0),
@@ -59,7 +71,6 @@ class Verifier:
             (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
             (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", 0),
             (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
-            (V_NAME, stems + rb"[A-Za-z0-9_.\-]*(?:\\*[\"'])?(?: |\\t)*[:=]", CASELESS),
             (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", CASELESS),
         ]
         triggers += [(V_VENDOR, p, 0) for p in _SECRET_PREFIXES]
@@ -163,7 +174,8 @@ class _Check:
             if v.aws_secret_ok(b[s:t]) and not self._exempt(s):
                 return s
         elif tid == V_NAME:
-            return self._name(e)
+            sep = _TO_SEP.search(b, start, e)
+            return self._name(sep.end()) if sep else None
         elif tid == V_KV:
             return self._kv(e)
         return None

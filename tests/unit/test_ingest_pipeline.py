@@ -42,7 +42,7 @@ def test_otlp_batch_gives_one_record_per_log_with_index_in_event_id(pipeline):
     logs = [{"ts": TS + i, "tenant_id": "acme", "plugin_id": "render", "message": f"m{i}"} for i in range(3)]
     out = run(pipeline, "logs", build_logs_request(logs).SerializeToString())
     assert [r.record["event_id"] for r in out.records] == [f"telemetry.logs:2:0:{i}" for i in range(3)]
-    assert out.encodings == {"otlp_proto": 1}
+    assert out.encodings == {"otlp_proto": 3}
 
 
 @pytest.mark.parametrize(
