@@ -84,6 +84,7 @@ class PlugwatchApp(faust.App):
         self.processed_offsets: dict[tuple[str, int], int] = {}
 
     async def on_first_start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
         await super().on_first_start()
         install_log_masking(self.services.masker)
         counts = await ensure_topics(

@@ -16,7 +16,7 @@ import orjson
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import KeyRule, Rules, compact
 from plugwatch.masking.scanner import CASELESS, START, Scanner, Trigger
-from plugwatch.masking.structure import ALNUM, DIGITS, WORD, Structure, clean_end, clean_start, escaped
+from plugwatch.masking.structure import ALNUM, DIGITS, WORD, Structure, clean_end, clean_start, escaped, next_quote
 from plugwatch.masking.styles import Tokenizer
 
 # Left boundary shared by triggers: start of data, a non-word byte, or a JSON escape (\n, \t...).
@@ -307,8 +307,8 @@ class _Event:
     def assign(self, _s: int, e: int) -> None:
         b = self.b
         sep = e - 1
-        if self.json and b[sep] == 58 and b[sep - 1] == 34 and self.structure().q[sep - 1] == 34:
-            key = self.st.key_before(e)
+        if self.json and b[sep] == 58 and b[sep - 1] == 34 and not escaped(b, sep - 1):
+            key = self.structure().key_before(e)
             rule = self.m.rules.key_rule(key) if key is not None else None
             if rule is not None:
                 self.value(e, rule)
@@ -343,7 +343,7 @@ class _Event:
         if i >= n:
             return
         c = b[i]
-        limit = self.structure().q.find(b'"', i) if self.json else -1
+        limit = next_quote(b, i) if self.json else -1
         if limit < 0:
             limit = n
         if c == 92:  # a quote escaped once or more: \" in JSON text, \\\" in JSON inside a JSON string
@@ -391,8 +391,7 @@ class _Event:
         b = self.b
         name_end = e - 10
         name_start = b.rfind(b'":"', 0, name_end) + 3
-        st = self.structure()
-        if not self.json or st.q[name_end] != 34 or st.q[name_start - 1] != 34:
+        if not self.json or escaped(b, name_end) or escaped(b, name_start - 1):
             return
         name = b[name_start:name_end]
         if self.m.rules.is_ai_key(name):
@@ -407,12 +406,12 @@ class _Event:
         b = self.b
         ns = b.rfind(b'["', 0, e) + 2
         rule = self.m.rules.key_rule(b[ns:e - 3])
-        if rule is not None and self.json and self.structure().q[e - 1] == 34:
+        if rule is not None and self.json and not escaped(b, e - 1):
             self.value(e - 1, rule)
 
     def ai_key(self, _s: int, e: int) -> None:
-        if self.json and self.structure().q[e - 2] == 34:
-            key = self.st.key_before(e)
+        if self.json and not escaped(self.b, e - 2):
+            key = self.structure().key_before(e)
             if key is not None and self.m.rules.is_ai_key(key):
                 self.ai.append((e, False))
 

@@ -141,7 +141,7 @@ class MaskingEngine:
         st = Structure(out)
         spans = set()
         for p in positions:
-            if st.in_string(p):
+            if st.in_string_exact(p):
                 spans.add(st.literal(p))
             else:
                 s = p

@@ -1,10 +1,11 @@
 """Where a byte offset sits in compact JSON text, answered without parsing the whole document.
 
-The engine masks an event as the text ``orjson.dumps`` writes: compact, UTF-8, and escaping only
-``"``, ``\\`` and control characters. In that text every structural quote is a ``"`` not preceded
-by an escaping backslash; ``Structure`` blanks out escaped backslashes and quotes (same length) so
-``bytes.count``/``find`` on quotes answer "inside a string?" and "which key?" at C speed. It is
-built lazily, only for events where a finding needs the answer.
+The engine masks an event as the text ``orjson.dumps`` writes: compact, UTF-8, escaping only
+``"``, ``\\`` and control characters. In that text a quote is structural exactly when it is not
+preceded by an escaping backslash, so most questions ("which key owns this value?", "where does
+this string end?") are a ``find``/``rfind`` plus a backslash count. Only "is this offset inside a
+string at all?" needs the whole prefix; ``Structure`` answers it by blanking escaped backslashes
+and quotes (same length) once, lazily, and counting quotes at C speed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def escaped(b: bytes, i: int) -> bool:
 
 def clean_start(b: bytes, s: int) -> int:
     """Move a span start off an escape sequence (``\\n`` + ``bob@x.io`` must start at ``b``)."""
-    if s > 0 and escaped(b, s):
+    if s > 0 and b[s - 1] == 92 and escaped(b, s):
         return s + 5 if b[s] == 117 else s + 1  # \uXXXX or a one-letter escape
     return s
 
@@ -41,48 +42,78 @@ def clean_end(b: bytes, e: int) -> int:
     return e
 
 
-class Structure:
-    """Structural facts about one compact JSON document."""
+def prev_quote(b: bytes, pos: int) -> int:
+    """Offset of the last structural quote before ``pos`` (-1 if none)."""
+    q = b.rfind(b'"', 0, pos)
+    while q > 0 and b[q - 1] == 92 and escaped(b, q):
+        q = b.rfind(b'"', 0, q)
+    return q
 
-    __slots__ = ("b", "q")
+
+def next_quote(b: bytes, pos: int) -> int:
+    """Offset of the first structural quote at or after ``pos`` (-1 if none)."""
+    q = b.find(b'"', pos)
+    while q > 0 and b[q - 1] == 92 and escaped(b, q):
+        q = b.find(b'"', q + 1)
+    return q
+
+
+class Structure:
+    """Structural facts about one compact JSON document (``b`` must be orjson's output)."""
+
+    __slots__ = ("b", "_q")
 
     def __init__(self, b: bytes) -> None:
         self.b = b
-        self.q = b.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+        self._q: bytes | None = None
+
+    @property
+    def q(self) -> bytes:
+        """``b`` with escaped backslashes and quotes blanked: only structural quotes remain."""
+        if self._q is None:
+            b = self.b
+            self._q = b.replace(b"\\\\", b"__").replace(b'\\"', b"__") if 92 in b else b
+        return self._q
 
     def in_string(self, pos: int) -> bool:
+        b = self.b
+        before = b[pos - 1] if pos > 0 else 0
+        # Outside strings a value starts after one of :,[ - anything else means string content.
+        if before not in b":,[" and before != 0:
+            return True
+        return bool(self.q.count(b'"', 0, pos) & 1)
+
+    def in_string_exact(self, pos: int) -> bool:
         return bool(self.q.count(b'"', 0, pos) & 1)
 
     def literal(self, pos: int) -> tuple[int, int]:
         """Bounds (quotes included) of the string literal holding ``pos``."""
-        start = self.q.rfind(b'"', 0, pos)
-        return start, self.q.find(b'"', pos) + 1
+        return prev_quote(self.b, pos), next_quote(self.b, pos) + 1
 
     def key_before(self, value_start: int) -> bytes | None:
         """The key whose value starts at ``value_start`` (``"key":`` right before it)."""
-        q = self.q
-        if value_start < 3 or q[value_start - 1] != 58 or q[value_start - 2] != 34:
+        b = self.b
+        if value_start < 3 or b[value_start - 1] != 58 or b[value_start - 2] != 34 or escaped(b, value_start - 2):
             return None
-        start = q.rfind(b'"', 0, value_start - 2)
-        return self.b[start + 1:value_start - 2]
+        return b[prev_quote(b, value_start - 2) + 1:value_start - 2]
 
     def key_of(self, pos: int) -> bytes | None:
         """The key owning the string literal or number at ``pos``, or None (array item, key)."""
         if self.in_string(pos):
-            start = self.q.rfind(b'"', 0, pos)
-        else:
-            start = pos
-            while start > 0 and self.q[start - 1] not in b":,[{":
-                start -= 1
+            return self.key_before(prev_quote(self.b, pos))
+        start = pos
+        while start > 0 and self.b[start - 1] not in b":,[{":
+            start -= 1
         return self.key_before(start)
 
     def value_end(self, i: int) -> int:
         """End of the JSON value starting at ``i`` (string, container, number or literal)."""
-        q = self.q
-        c = q[i]
+        b = self.b
+        c = b[i]
         if c == 34:
-            return q.find(b'"', i + 1) + 1
+            return next_quote(b, i + 1) + 1
         if c in (123, 91):
+            q = self.q
             depth = 0
             pos = i
             while True:
@@ -97,9 +128,13 @@ class Structure:
                 pos = m.end()
                 if depth == 0:
                     return pos
-        m = _NUMBER_END.match(q, i)
+        m = _NUMBER_END.match(b, i)
         return m.end() if m else i
 
     def key_start(self, value_start: int) -> int:
         """Offset of the opening quote of the key before ``value_start``."""
-        return self.q.rfind(b'"', 0, value_start - 2)
+        return prev_quote(self.b, value_start - 2)
+
+    def structural(self, i: int) -> bool:
+        """``b[i]`` is a quote that opens or closes a string (not an escaped one)."""
+        return self.b[i] == 34 and not escaped(self.b, i)

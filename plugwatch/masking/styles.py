@@ -10,6 +10,8 @@ import base64
 import hashlib
 import hmac
 
+from plugwatch.masking.validators import only_digits
+
 TOKEN_PREFIX = b"[MASKED:"
 
 
@@ -33,7 +35,7 @@ class Tokenizer:
         return b"[MASKED:" + kind.encode() + b":" + base64.b32encode(digest).lower() + b"]"
 
     def partial(self, kind: str, value: bytes) -> bytes:
-        digits = bytes(c for c in value if 48 <= c <= 57)
+        digits = only_digits(value)
         if len(digits) < 8:
             return self.full(kind)
         return b"[MASKED:" + kind.encode() + b":****" + digits[-4:] + b"]"

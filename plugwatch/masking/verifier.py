@@ -237,7 +237,7 @@ class _Check:
         rules = self.vf.rules
         if b.startswith(b'"[MASKED', e):
             return None  # the common case: a masked value right after the name
-        if self.json and b[e - 1] == 58 and b[e - 2] == 34 and self.st.q[e - 2] == 34:
+        if self.json and b[e - 1] == 58 and b[e - 2] == 34 and not escaped(b, e - 2):
             key = self.st.key_before(e)
             if key is None or rules.key_rule(key) is None:
                 return None
@@ -285,7 +285,7 @@ class _Check:
             return None
         name_end = e - 10
         name_start = b.rfind(b'":"', 0, name_end) + 3
-        if self.st.q[name_end] != 34 or self.vf.rules.key_rule(b[name_start:name_end]) is None:
+        if escaped(b, name_end) or self.vf.rules.key_rule(b[name_start:name_end]) is None:
             return None
         return self._json_value(e)
 
