@@ -28,7 +28,6 @@ _RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
 _PHONE = re.compile(rb"\+[0-9 \-.()]*")
 _TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
-_TO_SEP = re.compile(rb"(?:\\*[\"'])?(?: |\\t)*[:=]")
 _AFTER = re.compile(rb"(?: |\\t)*(\\*[\"'])?")
 _SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
                     rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
@@ -37,21 +36,21 @@ _BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 
 def _name_triggers(rules: Rules) -> list[tuple[int, bytes, int]]:
-    """Sensitive names followed by a separator and a value that does not start like a token
-    (``[MASKED:``), so a correctly masked output costs no callback."""
-    tail = rb"(?:[_\-.]?[0-9]+)?(?:\\*[\"'])?(?: |\\t)*[:=](?: |\\t)*(?:\\*[\"'])?(?:[^\[\s\"'\\,;&]|\[[^M])"
+    """Sensitive names followed by a separator; the value after it is read in Python (a check
+    of the value inside the pattern would make Hyperscan several times slower)."""
+    end = rb"[\\\"' ]*[:=]"
     words = {s for r in rules.key_rules for s in r.spellings} | set(rules.text_rule.spellings)
     short = sorted(s for s in words if len("".join(s)) < 4 and "".join(s).isascii())
     long = sorted(words - set(short))
     inner = sorted({s for r in rules.key_rules for s in r.anywhere_spellings} | set(rules.text_rule.anywhere_spellings))
-    flags = CASELESS | START
-    triggers = [(V_NAME, _alternation(long) + tail, flags)]
+    flags = CASELESS
+    triggers = [(V_NAME, _alternation(long) + end, flags)]
     if short:
-        triggers.append((V_NAME, rb"(?:^|[^A-Za-z0-9])" + _alternation(short) + tail, flags))
+        triggers.append((V_NAME, rb"(?:^|[^A-Za-z0-9])" + _alternation(short) + end, flags))
     if inner:
-        triggers.append((V_NAME, _alternation(inner) + rb"[A-Za-z0-9_.\-]*" + tail, flags))
+        triggers.append((V_NAME, _alternation(inner) + rb"[A-Za-z0-9_.\-]*" + end, flags))
     if rules.query_spellings:
-        triggers.append((V_NAME, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=(?:[^\[&\s\"]|\[[^M])", flags))
+        triggers.append((V_NAME, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=", flags))
     return triggers
 
 
@@ -69,7 +68,7 @@ class Verifier:
             (V_OPENAI, rb"sk-[A-Za-z0-9_\-]{16}", 0),
             (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", CASELESS),
             (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
-            (V_IBAN, rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){8}", 0),
+            (V_IBAN, rb"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", 0),
             (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
             (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", CASELESS),
         ]
@@ -174,8 +173,7 @@ class _Check:
             if v.aws_secret_ok(b[s:t]) and not self._exempt(s):
                 return s
         elif tid == V_NAME:
-            sep = _TO_SEP.search(b, start, e)
-            return self._name(sep.end()) if sep else None
+            return self._name(e)
         elif tid == V_KV:
             return self._kv(e)
         return None

@@ -129,7 +129,8 @@ class ClickHouse:
         *,
         readonly: bool = False,
     ) -> tuple[list[str], list[list[Any]]]:
-        settings = {"readonly": 1} if readonly and not self.is_chdb else None
+        # readonly=2: no writes, but the client may still send its own query settings.
+        settings = {"readonly": 2} if readonly and not self.is_chdb else None
         return await self._run(self._query, sql, parameters, settings)
 
     async def close(self) -> None:

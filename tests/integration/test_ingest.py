@@ -166,3 +166,19 @@ def test_sql_endpoint_needs_a_token_and_refuses_writes(worker):
     )
     assert write.status_code == 400 and write.json()["error"] == "read_only"
     assert worker.sql("SELECT count() FROM plugwatch.telemetry_logs") == [[0]]
+
+
+def test_metrics_report_lag_and_batch_sizes(worker, broker):
+    produce(broker, worker.topics.metrics, [(b"acme/m", orjson.dumps(
+        {"ts": NOW, "tenant_id": "acme", "plugin_id": "m", "name": "rss", "value": 1.0}))])
+    consume(broker, worker.topics.masked_metrics, 1)
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:  # the lag gauge is refreshed by a 5 s timer
+        text = worker.metrics()
+        if f'plugwatch_consumer_lag{{partition="' in text:
+            break
+        time.sleep(0.5)
+    assert f'topic="{worker.topics.metrics}"' in text.split("plugwatch_consumer_lag", 1)[1]
+    assert 'plugwatch_ingest_batch_size_count{signal="metrics"}' in text
+    assert f'plugwatch_ingest_messages_total{{topic="{worker.topics.metrics}"}} 1.0' in text
