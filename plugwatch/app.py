@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -17,6 +19,8 @@ from plugwatch.settings import Settings, get_settings
 from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
 from plugwatch.sinks.topics import TopicSink
+from plugwatch.tables.tail import SIGNALS, MaskedTail
+from plugwatch.tables.windows import WindowStore
 from plugwatch.streams.topics import ensure_topics
 
 log = logging.getLogger("plugwatch")
@@ -39,6 +43,22 @@ class Services:
             settings.resolved_clickhouse_dsn, settings.clickhouse_database, settings.telemetry_ttl_days
         )
         self.topics = TopicSink(settings.bootstrap_servers, client_id=f"{settings.app_id}-sink")
+        window = settings.window
+        self.windows = WindowStore(
+            window_ms=window.ms,
+            per_key_max_entries=window.per_key_max_entries,
+            per_key_max_bytes=int(window.per_key_max_mib * 2**20),
+            budget_bytes=int(window.budget_mib * 2**20),
+            clock=lambda: int(time.time() * 1000),
+        )
+        self.tail = MaskedTail(
+            settings.bootstrap_servers,
+            self.windows,
+            {signal: settings.topics.masked(signal) for signal in SIGNALS},
+            partitions=settings.topic_partitions,
+            window_ms=window.ms,
+            load_skew=self.clickhouse.load_skew,
+        )
         self.telemetry_rows = InsertBuffer(
             self.clickhouse.insert_telemetry,
             max_rows=settings.ingest.clickhouse_batch_rows,
@@ -49,8 +69,19 @@ class Services:
         await self.clickhouse.start()
         await self.topics.start()
         self.telemetry_rows.start()
+        await self.tail.start()
+
+    async def save_skew(self) -> None:
+        rows = self.tail.take_dirty_snapshots()
+        if rows:
+            await self.clickhouse.save_skew(rows)
 
     async def stop(self) -> None:
+        await self.tail.stop()
+        try:
+            await self.save_skew()
+        except Exception as exc:  # never block shutdown on it; the next owner replays the window
+            log.warning("clock-skew state not saved at shutdown: %s", exc)
         await self.telemetry_rows.stop()
         await self.topics.stop()
         await self.clickhouse.close()
@@ -82,6 +113,16 @@ class PlugwatchApp(faust.App):
         self.services = Services(settings)
         # (topic, partition) -> next offset to process, for the lag gauge.
         self.processed_offsets: dict[tuple[str, int], int] = {}
+        self.on_partitions_assigned.connect(self._own_windows)
+
+    async def _own_windows(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Own the windows of the plugins hashed to our inbound partitions (co-partitioned)."""
+        # ``assigned`` is the whole new assignment (Faust rebalances eagerly). Asking the consumer
+        # for it here would wait on the consumer thread that is running this very callback.
+        inbound = {self.settings.topics.inbound(signal) for signal in SIGNALS}
+        partitions = {tp.partition for tp in assigned if tp.topic in inbound}
+        # Not awaited here: the replay must not hold up the rebalance.
+        asyncio.ensure_future(self.services.tail.assign(partitions))
 
     async def on_first_start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -93,6 +134,8 @@ class PlugwatchApp(faust.App):
             self.settings.topic_partitions,
             self.settings.topic_replication,
         )
+        # Keys map to partitions by the masked topics' real size (a pre-existing topic may differ).
+        self.services.tail.partitions = counts[self.settings.topics.masked_logs]
         log.info("topics ready: %d topics", len(counts))
 
     async def on_start(self) -> None:
@@ -107,11 +150,13 @@ class PlugwatchApp(faust.App):
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchApp:
     from plugwatch.agents.ingest import register_ingest_agents
+    from plugwatch.agents.windows import register_window_timers
     from plugwatch.web.views import register_views
 
     settings = settings or get_settings()
     app = PlugwatchApp(settings, **overrides)
     register_ingest_agents(app)
+    register_window_timers(app)
     register_views(app)
     return app
 

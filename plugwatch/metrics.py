@@ -66,5 +66,18 @@ MASKING_VIOLATIONS = Counter(
 )
 
 
+WINDOW_BYTES = Gauge(
+    "plugwatch_window_bytes", "JSON bytes (plus per-entry overhead) held in the per-plugin windows", registry=REGISTRY
+)
+WINDOW_ENTRIES = Gauge("plugwatch_window_entries", "Records held in the per-plugin windows", registry=REGISTRY)
+WINDOW_KEYS = Gauge("plugwatch_window_plugins", "Plugins with a window on this worker", registry=REGISTRY)
+CLOCK_SKEW = Gauge(
+    "plugwatch_clock_skew_offset_ms",
+    "Estimated offset to add to a source's raw timestamps to reach the reference timeline",
+    ["plugin", "source", "signal"],
+    registry=REGISTRY,
+)
+
+
 def render() -> bytes:
     return generate_latest(REGISTRY)

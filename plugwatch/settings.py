@@ -84,6 +84,22 @@ class IngestSettings(BaseModel):
     clickhouse_batch_delay_s: float = Field(0.5, gt=0)
 
 
+class WindowSettings(BaseModel):
+    """Per-plugin windows of masked telemetry (DESIGN §5)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    minutes: float = Field(15, gt=0)
+    per_key_max_entries: int = Field(20_000, ge=1)
+    per_key_max_mib: float = Field(16, gt=0)
+    budget_mib: float = Field(512, gt=0, description="global budget, JSON bytes of the held records")
+    skew_save_interval_s: float = Field(30, gt=0)
+
+    @property
+    def ms(self) -> int:
+        return int(self.minutes * 60_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PLUGWATCH_",
@@ -112,6 +128,7 @@ class Settings(BaseSettings):
     config_dir: Path = Field(default_factory=default_config_dir)
     topics: Topics = Topics()
     ingest: IngestSettings = IngestSettings()
+    window: WindowSettings = WindowSettings()
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     broker_rebalance_timeout_s: float = 10.0

@@ -14,27 +14,14 @@ from collections.abc import Callable
 import orjson
 
 from plugwatch.masking import validators as v
-from plugwatch.masking.rules import KeyRule, Rules, compact
-from plugwatch.masking.scanner import CASELESS, START, Scanner, Trigger
-from plugwatch.masking.structure import ALNUM, DIGITS, WORD, Structure, clean_end, clean_start, escaped, next_quote
+from plugwatch.masking.keys import KeyFindings
+from plugwatch.masking.rules import KeyRule, Rules
+from plugwatch.masking.scanner import Scanner
+from plugwatch.masking.structure import ALNUM, DIGITS, WORD, Structure, after_escape, clean_end, clean_start
 from plugwatch.masking.styles import Tokenizer
-
-# Left boundary shared by triggers: start of data, a non-word byte, or a JSON escape (\n, \t...).
-_B = rb"(?:^|[^A-Za-z0-9_]|\\[nrtbf])"
-
-(T_EMAIL, T_DIGITS, T_PLUS, T_JWT, T_PEM, T_AWS_ID, T_AWS_SECRET, T_AUTH, T_USERINFO, T_IBAN,
- T_ASSIGN, T_QUERY, T_KV, T_PAIR, T_AI_KEY, T_TOKEN) = range(16)
-
-# Fixed-length prefixes of vendor tokens: (trigger, trigger length, full token, kind).
-_VENDOR_TOKENS = [
-    (rb"gh[pousr]_[A-Za-z0-9]{30}", 34, rb"gh[pousr]_[A-Za-z0-9]+", "github_token"),
-    (rb"github_pat_[A-Za-z0-9_]{20}", 31, rb"github_pat_[A-Za-z0-9_]+", "github_token"),
-    (rb"xox[a-z]-[A-Za-z0-9\-]{8}", 13, rb"xox[a-z]-[A-Za-z0-9\-]+", "slack_token"),
-    (rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", 16, rb"[sr]k_(?:live|test)_[A-Za-z0-9]+", "stripe_key"),
-    (rb"whsec_[A-Za-z0-9+/=]{16}", 22, rb"whsec_[A-Za-z0-9+/=]+", "stripe_key"),
-    (rb"AIza[0-9A-Za-z_\-]{30}", 34, rb"AIza[0-9A-Za-z_\-]+", "google_api_key"),
-    (rb"sk-[A-Za-z0-9_\-]{16}", 19, rb"sk-[A-Za-z0-9_\-]+", "openai_key"),
-]
+from plugwatch.masking.triggers import (_VENDOR_TOKENS, T_AI_KEY, T_ASSIGN, T_AUTH, T_AWS_ID, T_AWS_SECRET, T_DIGITS,
+                                        T_EMAIL, T_IBAN, T_JWT, T_KV, T_PAIR, T_PEM, T_PLUS, T_QUERY, T_TOKEN, T_USERINFO,
+                                        build_triggers)
 
 _LOCAL = re.compile(rb"[A-Za-z0-9._%+\-]{1,64}\Z")
 _DOMAIN = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*"
@@ -45,75 +32,18 @@ _PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[^\
                   rb"PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.\-]*)")
 _CRED = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?")
-_UNQUOTED = re.compile(rb"[^\s&;,\"'\\)\]}>|<]+")
-_REST_OF_LINE = re.compile(rb"[^\r\n\"\\]+")
-_ENTROPY = re.compile(rb"[A-Za-z0-9_\-+/]{24,}")
 _RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
-_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+# Ungrouped digit runs that cannot be a mainland mobile (11, or 13 with 86), a card (13-19, first
+# digit 2-6) or a resident ID (15/18), keyed by first digit: skipped before any validation.
+_NOTHING_LENGTHS = {ord("1"): frozenset(range(12, 40)) - {15, 18}}
+_NOTHING_LENGTHS.update({ord(d): frozenset(range(11, 40)) - {15, 18} for d in "079"})
+_NOTHING_LENGTHS[ord("8")] = frozenset(range(11, 40)) - {13, 15, 18}
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
-def _alternation(spellings: list[tuple[str, ...]]) -> bytes:
-    """Trigger text for names written any way: words joined by an optional separator."""
-    parts = sorted({rb"[_\-. ]?".join(re.escape(w.encode()) for w in words) for words in spellings}, key=len, reverse=True)
-    return b"(?:" + b"|".join(parts) + b")"
-
-
-def _name_triggers(rules: Rules) -> list[Trigger]:
-    """Sensitive names followed by a separator. Split three ways because Hyperscan is much
-    faster on long literals: names that end a key ("db_password:"), short names that need a
-    boundary before them ("pwd=" but not "lpwd="), and names that may be followed by more words
-    ("password_hash:")."""
-    names = [s for r in rules.key_rules for s in r.spellings] + list(rules.text_rule.spellings)
-    long = sorted({s for s in names if len("".join(s)) >= 4 or not "".join(s).isascii()})
-    short = sorted({s for s in names if s not in long})
-    anywhere = sorted({s for r in rules.key_rules for s in r.anywhere_spellings}
-                      | {s for s in rules.text_rule.anywhere_spellings if len("".join(s)) >= 5})
-    # The separator tail is one character class on purpose: richer tails (optional groups, \t
-    # escapes, bounded repeats) make Hyperscan's scan of these names three times slower.
-    end = rb"[\\\"' ]*[:=]"
-    more = rb"[A-Za-z0-9_.\-]*" + end
-    triggers = [(T_ASSIGN, _alternation(long) + end, CASELESS)]
-    if short:
-        triggers.append((T_ASSIGN, rb"(?:^|[^A-Za-z0-9])" + _alternation(short) + end, CASELESS))
-    if anywhere:
-        triggers.append((T_ASSIGN, _alternation(anywhere) + more, CASELESS))
-    return triggers
-
-
-def build_triggers(rules: Rules) -> list[Trigger]:
-    names = [s for r in rules.key_rules for s in r.spellings] + list(rules.text_rule.spellings)
-    stems = _alternation(names)
-    triggers: list[Trigger] = [
-        (T_EMAIL, rb"@[A-Za-z0-9]", 0),
-        (T_DIGITS, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", START),
-        (T_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9]", 0),
-        (T_JWT, rb"(?:^|[^A-Za-z0-9_.\-]|\\[nrtbf])eyJ[A-Za-z0-9_\-]{4}", 0),
-        (T_PEM, rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", 0),
-        (T_AWS_ID, rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}", 0),
-        (T_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
-        (T_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]", CASELESS),
-        (T_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
-        # No boundary in the trigger (it triples the cost); the handler checks it.
-        (T_IBAN, rb"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", START),
-        (T_KV, rb"\"(?:key|name)\":\"[^\"\\]*(?:" + stems + rb"|gen_ai\.)[^\"\\]*\",\"value\":", CASELESS),
-        (T_PAIR, rb"\[\"[^\"\\]*" + stems + rb"[^\"\\]*\",\"", CASELESS),
-        (T_AI_KEY, rb"\"gen_ai\.[A-Za-z0-9_.\-]*\":", CASELESS),
-    ]
-    triggers += _name_triggers(rules)
-    if rules.query_spellings:
-        triggers.append((T_QUERY, rb"[?&]" + _alternation(list(rules.query_spellings)) + rb"=", CASELESS))
-    if rules.ai.field_spellings:
-        ai_fields = _alternation(list(rules.ai.field_spellings))
-        triggers.append((T_AI_KEY, rb"\"" + ai_fields + rb"\":", CASELESS))
-    for n, (pattern, _, _, _) in enumerate(_VENDOR_TOKENS):
-        triggers.append((T_TOKEN + n, pattern, 0))
-    return triggers
-
-
 def _left_ok(b: bytes, s: int, word: frozenset[int] = ALNUM) -> bool:
-    """Nothing word-like glued to the left of ``s`` (a JSON escape letter does not count)."""
-    return s == 0 or b[s - 1] not in word or escaped(b, s - 1)
+    """Nothing word-like glued to the left of ``s`` (a JSON escape does not count)."""
+    return s == 0 or b[s - 1] not in word or after_escape(b, s)
 
 
 def _unescape(raw: bytes) -> bytes:
@@ -123,7 +53,7 @@ def _unescape(raw: bytes) -> bytes:
         return raw
 
 
-class _Event:
+class _Event(KeyFindings):
     """Findings for one buffer; created per call, discarded after."""
 
     __slots__ = ("m", "b", "json", "spans", "st", "ai", "readable", "done")
@@ -162,12 +92,13 @@ class _Event:
             token = m.tokens.token(kind, style, value)
         self.spans.append((s, e, b'"' + token + b'"' if quoted else token, kind))
 
-    def readable_at(self, s: int) -> bool:
-        """A number here stays: readable key (trace_id, order_id, ...) or a context word before it."""
+    def readable_at(self, s: int, grouped: bool = False) -> bool:
+        """A number here stays: readable key (trace_id, order_id, ...) or a context word right
+        before it ("order 2024..."); a number written in card-like groups never counts as one."""
         if self.readable:
             return True
         m = self.m
-        if m.context.search(self.b[max(0, s - 28):s].lower()):
+        if not grouped and m.context.search(self.b[max(0, s - 28):s].lower()):
             return True
         if self.json:
             key = self.structure().key_of(s)
@@ -191,11 +122,13 @@ class _Event:
 
     def digits(self, m: int, e: int) -> None:
         b, n = self.b, len(self.b)
-        s = m if b[m] in DIGITS else m + 2 if b[m] == 92 else m + 1
+        s = m if b[m] in DIGITS else m + 1 if b[m] != 92 else m + 6 if b[m + 1] == 117 else m + 2
         if -s in self.done:
             return
         self.done.add(-s)
         t = _RUN.match(b, s).end()
+        if t - s in _NOTHING_LENGTHS.get(b[s], ()) and b[t:t + 1] not in (b"X", b"x") and 32 not in b[s:t] and 45 not in b[s:t]:
+            return  # e.g. 13-19 ungrouped digits starting with 1: epoch timestamps, never a card/phone/ID
         x = t + 1 if t < n and b[t] in b"Xx" and (t + 1 >= n or b[t + 1] not in WORD) else t
         left_ok = True  # the trigger only starts after a boundary
         right_ok = x >= n or (b[x] not in WORD and not (b[x] in b"-." and x + 1 < n and b[x + 1] in ALNUM))
@@ -203,21 +136,24 @@ class _Event:
         if left_ok and right_ok and self._number(s, x, run, b[t:x]):
             return
         # "retry 12 13800138000": the whole run is nothing, a space-separated part may be.
+        if 32 not in run:
+            return
         groups = []
         pos = s
-        for part in run.replace(b"-", b" ").split(b" "):
-            groups.append((pos, pos + len(part)))
+        for part in run.split(b" "):
+            groups.append((pos, pos + len(part), len(part) - part.count(b"-")))
             pos += len(part) + 1
-        if len(groups) < 2:
-            return
+        count = len(groups)
         i = 0
-        while i < len(groups):
-            for j in range(len(groups), i, -1):
+        while i < count:
+            digits = 0
+            spans = []
+            for j in range(i, count):
+                digits += groups[j][2]
+                if digits >= 11 and (i, j + 1) != (0, count) and (i or left_ok) and (j + 1 < count or right_ok):
+                    spans.append(j + 1)
+            for j in reversed(spans):
                 gs, ge = groups[i][0], groups[j - 1][1]
-                if (i, j) == (0, len(groups)) or (i == 0 and not left_ok) or (j == len(groups) and not right_ok):
-                    continue
-                if (i > 0 and b[gs - 1] != 32) or (j < len(groups) and b[ge] != 32):
-                    continue
                 if self._number(gs, ge, b[gs:ge], b""):
                     i = j - 1
                     break
@@ -228,21 +164,22 @@ class _Event:
         if len(digits) < 11:
             return False
         grouped = len(digits) != len(run)
+        groups = tuple(map(len, run.replace(b"-", b" ").split(b" "))) if grouped else (len(digits),)
         full = digits + tail
         kind = None
         if len(full) == 18 and v.cn_id_shaped(full[:17] + b"0"):
             if not v.cn_id_ok(full):
                 return True  # a resident-ID shape with a wrong check character: a near miss, leave it
-            kind = "cn_id"
+            kind = "cn_id" if v.id_grouping(groups[:-1] + (groups[-1] + len(tail),)) else None
         elif tail:
             return False
-        elif len(full) == 15 and v.cn_id_shaped(full):
+        elif len(full) == 15 and v.cn_id_shaped(full) and v.id_grouping(groups):
             kind = "cn_id"
-        elif v.cn_mobile_ok(digits):
+        elif v.cn_mobile_ok(digits) and v.mobile_grouping(groups):
             kind = "phone"
-        elif v.card_ok(digits, grouped):
+        elif v.card_ok(digits, grouped) and (not grouped or v.card_grouping(groups)):
             kind = "card"
-        if kind is None or self.readable_at(s):
+        if kind is None or self.readable_at(s, grouped):
             return kind is not None
         quoted = self.json and not grouped and not self.structure().in_string(s)
         self.add(s, t, kind, quoted=quoted)
@@ -252,11 +189,17 @@ class _Event:
         b = self.b
         p = e - 2
         m = _PLUS_NUM.match(b, p)
-        if m is None or (m.end() < len(b) and b[m.end()] in ALNUM):
+        if m is None:
             return
-        digits = m.group().translate(None, b"+ -.()")
+        t = m.end()
+        if t < len(b) and b[t] in ALNUM:
+            # "+14155552671 1234567": more digits follow; the number ends at a separator.
+            t = next((i for i in range(t - 1, p + 8, -1) if b[i] in b" -.()" and b[i - 1] in DIGITS), 0)
+            if not t:
+                return
+        digits = b[p:t].translate(None, b"+ -.()")
         if v.cn_mobile_ok(digits) or v.e164_ok(digits):
-            self.add(p, m.end(), "phone")
+            self.add(p, t, "phone")
 
     def jwt(self, _s: int, e: int) -> None:
         m = _JWT.match(self.b, e - 7)
@@ -311,158 +254,18 @@ class _Event:
             return
         m = full.match(b, s)
         if kind == "openai_key":
+            # A key has 20+ characters with a digit or a capital; "sk-learn-..." prose does not.
             body = m.group()[3:]
-            if not (any(48 <= c <= 57 for c in body) and any(65 <= c <= 90 for c in body)):
+            if len(body) < 20 or (body.translate(None, b"0123456789") == body and body.lower() == body):
                 return
         self.add(s, clean_end(b, m.end()), kind)
-
-    def assign(self, _s: int, e: int) -> None:
-        if e in self.done:  # several name triggers can end on the same separator
-            return
-        self.done.add(e)
-        b = self.b
-        sep = e - 1
-        if self.json and b[sep] == 58 and b[sep - 1] == 34 and not escaped(b, sep - 1):
-            key = self.structure().key_before(e)
-            rule = self.m.rules.key_rule(key) if key is not None else None
-            if rule is not None:
-                self.value(e, rule)
-            return
-        q = sep
-        while q > 0 and b[q - 1] in b" \"'\\":
-            q -= 1
-        ns = q
-        while ns > 0 and q - ns < 64 and (b[ns - 1] in _NAME or b[ns - 1] >= 128):
-            ns -= 1
-        if ns < q and escaped(b, ns):
-            ns += 1
-        if ns >= q or b.startswith(b"//", e) or b.startswith(b"[MASKED:", ns - 8):
-            return
-        name = b[ns:q]
-        rule = self.m.rules.text_name_rule(name)
-        if rule is None and ns > 0 and b[ns - 1] in b"?&" and self.m.rules.is_query_param(name):
-            rule = self.m.rules.text_rule
-        if rule is not None:
-            self.text_value(e, rule, name)
-
-    def text_value(self, i: int, rule: KeyRule, name: bytes) -> None:
-        b, n = self.b, len(self.b)
-        while i < n and b[i] == 32:
-            i += 1
-        if b.startswith(b"\\t", i):
-            i += 2
-        if i >= n:
-            return
-        c = b[i]
-        limit = next_quote(b, i) if self.json else -1
-        if limit < 0:
-            limit = n
-        if c == 92:  # a quote escaped once or more: \" in JSON text, \\\" in JSON inside a JSON string
-            j = i
-            while j < n and b[j] == 92:
-                j += 1
-            if j >= n or b[j] not in b"\"'":
-                return
-            vs = j + 1
-            ve = b.find(b[i:vs], vs, limit)
-        elif c in b"\"'" and not (self.json and c == 34):
-            vs = i + 1
-            ve = b.find(bytes((c,)), vs, limit)
-        elif c in b"{[\"":
-            return
-        else:
-            vs = i
-            rest = self.m.rules.rest_of_line
-            rx = _REST_OF_LINE if rest and self.m.rules.key_rule(name) is not None and _compact_in(name, rest) else _UNQUOTED
-            m = rx.match(b, i, limit)
-            ve = m.end() if m else i
-        if ve < 0:
-            m = _UNQUOTED.match(b, vs, limit)
-            ve = m.end() if m else vs
-        if ve > vs and not b.startswith(b"[MASKED", vs):
-            self.add(vs, ve, rule.type, rule.style)
-
-    def value(self, i: int, rule: KeyRule) -> None:
-        """Mask the JSON value at ``i`` under a sensitive key: a string or number whole, a
-        container leaf by leaf (shape kept), booleans and null left alone."""
-        b = self.b
-        c = b[i]
-        end = self.structure().value_end(i)
-        if c == 34:
-            if end - i > 2 and not b.startswith(b"[MASKED", i + 1):
-                self.add(i + 1, end - 1, rule.type, rule.style)
-        elif c in b"{[":
-            masked = self.m.mask_leaves(orjson.loads(b[i:end]), rule)
-            self.spans.append((i, end, orjson.dumps(masked), rule.type))
-        elif c in b"-0123456789":
-            self.add(i, end, rule.type, rule.style, quoted=True)
-
-    def kv(self, _s: int, e: int) -> None:
-        """{"key": NAME, "value": ...} attribute lists (OTLP JSON)."""
-        b = self.b
-        name_end = e - 10
-        name_start = b.rfind(b'":"', 0, name_end) + 3
-        if not self.json or escaped(b, name_end) or escaped(b, name_start - 1):
-            return
-        name = b[name_start:name_end]
-        if self.m.rules.is_ai_key(name):
-            self.ai.append((e, True))
-            return
-        rule = self.m.rules.key_rule(name)
-        if rule is not None:
-            self.value(e, rule)
-
-    def pair(self, _s: int, e: int) -> None:
-        """[["Authorization", "..."], ...] header lists."""
-        b = self.b
-        ns = b.rfind(b'["', 0, e) + 2
-        rule = self.m.rules.key_rule(b[ns:e - 3])
-        if rule is not None and self.json and not escaped(b, e - 1):
-            self.value(e - 1, rule)
-
-    def ai_key(self, _s: int, e: int) -> None:
-        if self.json and not escaped(self.b, e - 2):
-            key = self.structure().key_before(e)
-            if key is not None and self.m.rules.is_ai_key(key):
-                self.ai.append((e, False))
-
-    # Finishing.
-
-    def apply_ai(self) -> None:
-        ai = self.m.rules.ai
-        st = self.structure()
-        b = self.b
-        for vs, kv in self.ai:
-            ve = st.value_end(vs)
-            hit = ai.when == "always" or any(vs <= s < ve for s, _, _, _ in self.spans)
-            if not hit:
-                for m in _ENTROPY.finditer(b, vs, ve):
-                    tok = m.group()
-                    if any(48 <= c <= 57 for c in tok) and tok.lower() != tok and tok.upper() != tok:
-                        hit = True
-                        break
-            if not hit:
-                continue
-            if ai.policy == "drop" and not kv:
-                ds = st.key_start(vs)
-                de = ve
-                if b[de:de + 1] == b",":
-                    de += 1
-                elif b[ds - 1:ds] == b",":
-                    ds -= 1
-                self.spans.append((ds, de, b"", "ai_output"))
-            elif ai.policy == "hash":
-                raw = b[vs:ve]
-                value = orjson.loads(raw)
-                token = self.m.tokens.hashed("ai_output", value.encode() if isinstance(value, str) else raw)
-                self.spans.append((vs, ve, b'"' + token + b'"', "ai_output"))
-            else:
-                self.spans.append((vs, ve, b'"' + self.m.tokens.full("ai_output") + b'"', "ai_output"))
 
     def output(self, counts: dict[str, int]) -> bytes:
         if self.ai:
             self.apply_ai()
-        spans = sorted(self.spans, key=lambda x: (x[0], -x[1]))
+        # Outermost first; equal spans from two detectors resolve by name, so the result does not
+        # depend on the order the scanner reported them in.
+        spans = sorted(self.spans, key=lambda x: (x[0], -x[1], x[3]))
         b = self.b
         pieces = []
         last = 0
@@ -483,10 +286,6 @@ class _Event:
             counts[kind] = counts.get(kind, 0) + 1
         pieces.append(b[last:])
         return b"".join(pieces)
-
-
-def _compact_in(name: bytes, names: frozenset[str]) -> bool:
-    return compact(name.decode("utf-8", "replace")) in names
 
 
 class Masker:

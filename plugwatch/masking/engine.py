@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from plugwatch.masking.detectors import _ENTROPY, Masker
+from plugwatch.masking.detectors import Masker
+from plugwatch.masking.keys import _ENTROPY
 from plugwatch.masking.rules import Rules, load_rules, rules_path
 from plugwatch.masking.stats import MaskStats
 from plugwatch.masking.structure import Structure
@@ -223,8 +224,6 @@ class MaskingEngine:
         stats.dropped += 1
         stats.flagged_values += 1
         stats.add("dropped")
-        if self.on_violation is not None:
-            self.on_violation(1)
         if isinstance(value, dict):
             return {}, stats
         if isinstance(value, (list, tuple)):

@@ -102,7 +102,8 @@ class Rules:
         tokens = name_tokens(name)
         joined = "".join(tokens)
         found = None
-        if not (tokens and tokens[-1] in self.benign_suffixes):
+        # A key that is itself a mask token ("[MASKED:email]" from an earlier pass) names nothing.
+        if not (tokens and tokens[-1] in self.benign_suffixes) and "[MASKED:" not in name:
             found = next((r for r in self.key_rules if self._match(r, tokens, joined)), None)
         if len(self._key_cache) < 100_000:
             self._key_cache[raw] = found
@@ -192,9 +193,11 @@ def parse_rules(doc: Any, source: str = "<rules>") -> Rules:
         raise _fail(source, "key_rules is empty")
     text = doc.get("text_assignments") or {}
     text_names = _names(source, "text_assignments.names", text.get("names", []))
-    text_spellings = _spellings(text.get("names", []))
-    text_rule = KeyRule("secret", _style(source, "text_assignments.style", text.get("style", "full")), text_names, text_names,
-                        text_spellings, text_spellings)
+    # In free text only match_anywhere names count in the middle of a name ("db_password_hash="
+    # yes, "handle_auth_windows:" and "SessionTracker:" no); the others must end it.
+    text_rule = KeyRule("secret", _style(source, "text_assignments.style", text.get("style", "full")), text_names,
+                        _names(source, "text_assignments.match_anywhere", text.get("match_anywhere", [])),
+                        _spellings(text.get("names", [])), _spellings(text.get("match_anywhere", [])))
     detectors = doc.get("detectors") or {}
     if not isinstance(detectors, dict):
         raise _fail(source, "detectors must be a mapping of detector name -> {style: ...}")

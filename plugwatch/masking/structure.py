@@ -28,10 +28,24 @@ def escaped(b: bytes, i: int) -> bool:
     return bool(n & 1)
 
 
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def after_escape(b: bytes, s: int) -> bool:
+    """``b[:s]`` ends with an escape sequence (``\n``, ``\u4e2d``), at any nesting depth: a
+    boundary, as a newline or a CJK character would be once decoded."""
+    if s >= 2 and b[s - 2] == 92 and b[s - 1] in b"nrtbf":
+        return True
+    return s >= 6 and b[s - 6] == 92 and b[s - 5] == 117 and all(c in _HEX for c in b[s - 4:s])
+
+
 def clean_start(b: bytes, s: int) -> int:
-    """Move a span start off an escape sequence (``\\n`` + ``bob@x.io`` must start at ``b``)."""
-    if s > 0 and b[s - 1] == 92 and escaped(b, s):
-        return s + 5 if b[s] == 117 else s + 1  # \uXXXX or a one-letter escape
+    """Move a span start off an escape sequence (``\n`` + ``bob@x.io`` must start at ``b``)."""
+    if s > 0 and b[s - 1] == 92:
+        if b[s] == 117 and all(c in _HEX for c in b[s + 1:s + 5]):
+            return s + 5
+        if b[s] in b"nrtbf":
+            return s + 1
     return s
 
 

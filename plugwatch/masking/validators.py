@@ -53,6 +53,30 @@ def only_digits(value: bytes) -> bytes:
     return value.translate(None, _NOT_DIGITS)
 
 
+_MOBILE_GROUPS = {(11,), (3, 4, 4), (3, 8), (7, 4)}
+_ID_GROUPS = {(18,), (6, 8, 4), (15,), (6, 6, 3)}
+
+
+def card_grouping(groups: tuple[int, ...]) -> bool:
+    """How cards are written: 4-4-4-4(-3), Amex/Diners 4-6-5 / 4-6-4."""
+    if groups in ((4, 6, 5), (4, 6, 4)):
+        return True
+    return len(groups) >= 4 and all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4
+
+
+def mobile_grouping(groups: tuple[int, ...]) -> bool:
+    """11 digits as 138 0013 8000, 138-00138000, 1380013 8000 or together; +86/0086 before."""
+    if groups and groups[0] in (2, 4) and sum(groups) in (13, 15):
+        groups = groups[1:]
+    elif sum(groups) in (13, 15) and len(groups) == 1:
+        return True
+    return groups in _MOBILE_GROUPS
+
+
+def id_grouping(groups: tuple[int, ...]) -> bool:
+    return groups in _ID_GROUPS
+
+
 def card_ok(digits: bytes, grouped: bool) -> bool:
     """13-19 digits passing Luhn. Ungrouped numbers must also start like an issued card
     (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa, Mastercard/Maestro, Discover/UnionPay) so
@@ -131,12 +155,17 @@ def jwt_ok(token: bytes) -> bool:
 
 def aws_secret_ok(value: bytes) -> bool:
     """40 base64 characters that look random: both cases and a digit or symbol, not hexadecimal
-    (commit hashes), and not a path (several slashes with no segment switching from lower to
-    upper case mid-word, as random base64 does)."""
+    (commit hashes), and not a path (lower-case word segments, as /bgl/apps/stability/ has)."""
     if len(value) != 40 or value.isalpha() or value.upper() == value or value.lower() == value:
         return False
-    if value.count(b"/") >= 2 and not any(_camel_break(seg) for seg in value.split(b"/")):
-        return False
+    slashes = value.count(b"/")
+    if slashes >= 2:
+        segments = value.split(b"/")
+        if not any(_camel_break(seg) for seg in segments):
+            return False
+        words = sum(1 for seg in segments if len(seg) >= 4 and seg.isalpha() and seg.islower())
+        if words >= 2 and (slashes >= 3 or value.startswith(b"/")):
+            return False
     return bool(value.translate(None, b"0123456789abcdefABCDEF"))
 
 

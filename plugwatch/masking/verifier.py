@@ -15,9 +15,9 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.detectors import _alternation
+from plugwatch.masking.triggers import _alternation
 from plugwatch.masking.scanner import CASELESS, START, Scanner
-from plugwatch.masking.structure import ALNUM, WORD, Structure, escaped
+from plugwatch.masking.structure import ALNUM, WORD, Structure, after_escape, escaped
 
 (V_EMAIL, V_NUMBER, V_PLUS, V_JWT, V_PEM, V_AWS_ID, V_VENDOR, V_OPENAI, V_AUTH, V_USERINFO, V_IBAN,
  V_AWS_SECRET, V_NAME, V_KV) = range(14)
@@ -60,8 +60,8 @@ class Verifier:
         self.context = context
         triggers = _name_triggers(rules) + [
             (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", 0),
-            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf])[0-9](?:[ \-]?[0-9]){10}", START),
-            (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=])\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", 0),
+            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[0-9](?:[ \-]?[0-9]){10}", START),
+            (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=]|\\u[0-9A-Fa-f]{4})\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", 0),
             (V_JWT, rb"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4}", 0),
             (V_PEM, rb"PRIVATE KEY(?: BLOCK)?-----", 0),
             (V_AWS_ID, rb"A(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}", 0),
@@ -69,7 +69,7 @@ class Verifier:
             (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", CASELESS),
             (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
             (V_IBAN, rb"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", 0),
-            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
+            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
             (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", CASELESS),
         ]
         triggers += [(V_VENDOR, p, 0) for p in _SECRET_PREFIXES]
@@ -108,12 +108,12 @@ class _Check:
 
     def _glued(self, s: int) -> bool:
         """Something alphanumeric right before ``s`` that is not a JSON escape letter."""
-        return s > 0 and self.b[s - 1] in ALNUM and not escaped(self.b, s - 1)
+        return s > 0 and self.b[s - 1] in ALNUM and not after_escape(self.b, s)
 
-    def _exempt(self, s: int) -> bool:
+    def _exempt(self, s: int, grouped: bool = False) -> bool:
         if self.readable:
             return True
-        if self.vf.context.search(self.b[max(0, s - 28):s].lower()):
+        if not grouped and self.vf.context.search(self.b[max(0, s - 28):s].lower()):
             return True
         if self.json:
             key = self.st.key_of(s)
@@ -152,7 +152,7 @@ class _Check:
                 return None
             if tid == V_OPENAI:
                 body = b[s + 3:e] + (_TOKEN.match(b, e).group() if e < len(b) and _TOKEN.match(b, e) else b"")
-                if not (any(c in _DIGIT for c in body) and any(65 <= c <= 90 for c in body)) or (s > 0 and b[s - 1] in b"-_"):
+                if len(body) < 20 or not any(c in _DIGIT or 65 <= c <= 90 for c in body) or (s > 0 and b[s - 1] in b"-_"):
                     return None
             return None if self._glued(s) else s
         elif tid == V_VENDOR:
@@ -180,37 +180,45 @@ class _Check:
 
     def _number(self, start: int) -> int | None:
         b = self.b
-        s = start + (0 if b[start] in _DIGIT else 2 if b[start] == 92 else 1)
+        s = start + (0 if b[start] in _DIGIT else 1 if b[start] != 92 else 6 if b[start + 1] == 117 else 2)
         m = _RUN.match(b, s)
         t = m.end()
         tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
-        # Every space-separated stretch of the run is a candidate, the whole run included.
+        # Every space-separated stretch of the run with 11+ digits is a candidate, the whole run too.
         cuts = [s] + [i + 1 for i in range(s, t) if b[i] == 32] + [t + 1]
+        n = len(b)
         for i in range(len(cuts) - 1):
             for j in range(len(cuts) - 1, i, -1):
                 cs, ce = cuts[i], cuts[j] - 1
                 text = b[cs:ce]
                 digits = text.replace(b" ", b"").replace(b"-", b"")
+                if len(digits) < 11:
+                    break
                 end_tail = tail if ce == t else b""
-                if cs == s and (b[cs - 1:cs] in (b".", b"+", b"-") or (cs > 0 and b[cs - 1] in WORD and not escaped(b, cs - 1))):
+                if cs == s and (b[cs - 1:cs] in (b".", b"+", b"-") or (cs > 0 and b[cs - 1] in WORD and not after_escape(b, cs))):
                     continue
                 nxt = ce + len(end_tail)
-                if nxt < len(b) and (b[nxt] in ALNUM or b[nxt] == 95 or (b[nxt] in b"-." and nxt + 1 < len(b) and b[nxt + 1] in ALNUM)):
+                if nxt < n and (b[nxt] in WORD or (b[nxt] in b"-." and nxt + 1 < n and b[nxt + 1] in ALNUM)):
                     continue
-                if self._sensitive_number(digits, end_tail, text != digits) and not self._exempt(cs):
+                if self._sensitive_number(text, end_tail) and not self._exempt(cs, text != digits):
                     return cs
         return None
 
     @staticmethod
-    def _sensitive_number(digits: bytes, tail: bytes, grouped: bool) -> bool:
+    def _sensitive_number(text: bytes, tail: bytes) -> bool:
+        parts = text.replace(b"-", b" ").split(b" ")
+        shape = tuple(len(p) for p in parts)
+        digits = b"".join(parts)
         whole = digits + tail
         if len(whole) == 18 and whole[:17].isdigit() and v.cn_id_shaped(whole[:17] + b"0"):
-            return v.cn_id_ok(whole)
+            return v.cn_id_ok(whole) and v.id_grouping(shape[:-1] + (shape[-1] + len(tail),))
         if tail:
             return False
-        if len(whole) == 15 and v.cn_id_shaped(whole):
+        if len(whole) == 15 and v.cn_id_shaped(whole) and v.id_grouping(shape):
             return True
-        return v.cn_mobile_ok(digits) or v.card_ok(digits, grouped)
+        if v.cn_mobile_ok(digits) and v.mobile_grouping(shape):
+            return True
+        return v.card_ok(digits, len(shape) > 1) and (len(shape) == 1 or v.card_grouping(shape))
 
     def _iban(self, e: int) -> int | None:
         b = self.b

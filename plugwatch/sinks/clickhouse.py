@@ -122,6 +122,25 @@ class ClickHouse:
             table = TELEMETRY_TABLES[signal].name
             await self._insert_block(table, len(values), b"\n".join(values), "JSONAsString", ["raw"])
 
+    async def save_skew(self, rows: Sequence[tuple[str, int, dict[str, Any], int]]) -> None:
+        """(plugin key, partition, estimator snapshot, updated_at ms) rows into ``skew_state``."""
+        await self.insert_rows(
+            "skew_state",
+            [{"plugin_key": k, "partition": p, "snapshot": orjson.dumps(snap).decode(), "updated_at": at / 1000}
+             for k, p, snap, at in rows],
+        )
+
+    async def load_skew(self, partitions: Sequence[int]) -> dict[str, dict[str, Any]]:
+        """The latest saved estimator snapshot of every plugin key in ``partitions``."""
+        if not partitions:
+            return {}
+        _, rows = await self.query(
+            f"SELECT plugin_key, snapshot FROM {self.database}.skew_state FINAL "
+            "WHERE partition IN {partitions:Array(UInt32)}",
+            {"partitions": list(partitions)},
+        )
+        return {key: orjson.loads(snapshot) for key, snapshot in rows}
+
     async def query(
         self,
         sql: str,

@@ -87,7 +87,24 @@ TELEMETRY_TABLES: dict[str, TelemetryTable] = {
 }
 
 
+def skew_state_sql(database: str) -> str:
+    """Clock-skew estimates per plugin, saved periodically; a new owner of the plugin's partition loads them."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.skew_state (\n"
+        "    plugin_key String,\n"
+        "    partition UInt32,\n"
+        "    snapshot String CODEC(ZSTD(3)),\n"
+        "    updated_at DateTime64(3, 'UTC')\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(updated_at)\n"
+        "ORDER BY (partition, plugin_key)\n"
+        "TTL toDateTime(updated_at) + INTERVAL 7 DAY"
+    )
+
+
 def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
-    return [f"CREATE DATABASE IF NOT EXISTS {database}"] + [
-        table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()
-    ]
+    return (
+        [f"CREATE DATABASE IF NOT EXISTS {database}"]
+        + [table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()]
+        + [skew_state_sql(database)]
+    )

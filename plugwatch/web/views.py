@@ -6,6 +6,7 @@ Everything but ``/healthz`` and ``/metrics`` needs a bearer token (``config/secu
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -101,7 +102,82 @@ class Sql(PlugwatchView):
         return self.reply({"columns": columns, "rows": masked_rows, "truncated": truncated})
 
 
+READ_ROLES = ("security", "ops", "auditor", "developer", "tenant_admin")
+
+
+def plugin_key_from(query: Any) -> str:
+    """``?plugin=tenant/plugin``, or ``?plugin=<plugin_id>&tenant=<tenant_id>``."""
+    plugin = (query.get("plugin") or "").strip()
+    tenant = (query.get("tenant") or "").strip()
+    if tenant and plugin and "/" not in plugin:
+        return f"{tenant}/{plugin}"
+    if plugin.count("/") == 1 and all(plugin.split("/")):
+        return plugin
+    raise ValueError("name the plugin as ?plugin=<tenant_id>/<plugin_id> (or ?plugin=<id>&tenant=<tenant_id>)")
+
+
+class PluginDebugView(PlugwatchView):
+    """Base for per-plugin debug views: token, role and the plugin's tenant checked."""
+
+    def authorized_key(self, request: Request) -> str:
+        principal = self.principal(request, *READ_ROLES)
+        key = plugin_key_from(request.query)
+        if not principal.may_see_tenant(key.split("/", 1)[0]):
+            raise AuthError(403, "forbidden", "this token does not cover the plugin's tenant")
+        return key
+
+    async def get(self, request: Request) -> Response:
+        try:
+            key = self.authorized_key(request)
+        except AuthError as exc:
+            return self.fail(exc.status, exc.error, exc.message)
+        except ValueError as exc:
+            return self.fail(400, "bad_request", str(exc))
+        try:
+            body = self.body(key, request.query)
+        except ValueError as exc:
+            return self.fail(400, "bad_request", str(exc))
+        return self.reply(body)
+
+    def body(self, key: str, query: Any) -> Any:
+        raise NotImplementedError
+
+
+class Skew(PluginDebugView):
+    """GET /internal/debug/skew?plugin=tenant/plugin -> the plugin's clock-skew table."""
+
+    def body(self, key: str, query: Any) -> Any:
+        estimator = self.app.services.tail.skew.get(key)
+        return {"plugin": key, "sources": estimator.table() if estimator else []}
+
+
+class Window(PluginDebugView):
+    """GET /internal/debug/window?plugin=tenant/plugin[&from=ms&to=ms][&signal=logs] -> the slice."""
+
+    def body(self, key: str, query: Any) -> Any:
+        now = int(time.time() * 1000)
+        try:
+            to_ms = int(query.get("to") or now)
+            from_ms = int(query.get("from") or to_ms - self.app.settings.window.ms)
+        except ValueError:
+            raise ValueError("from and to are epoch milliseconds") from None
+        signals = [query["signal"]] if query.get("signal") else None
+        window = self.app.services.tail.slice(key, from_ms, to_ms, signals)
+        entries = [
+            {"corrected_ts": e.corrected_ts, "raw_ts": e.raw_ts, "signal": e.signal, "source": e.source,
+             "event_id": e.event_id, "record": e.data()}
+            for e in window.entries
+        ]
+        masked, _ = self.app.services.masker.mask(entries)  # already masked at ingest; verified again
+        return {
+            "plugin": key, "from": from_ms, "to": to_ms, "complete": window.complete,
+            "complete_from": window.complete_from, "reason": window.reason, "entries": masked,
+        }
+
+
 def register_views(app: PlugwatchApp) -> None:
     app.page("/healthz")(Health)
     app.page("/metrics")(Metrics)
     app.page("/internal/sql")(Sql)
+    app.page("/internal/debug/skew")(Skew)
+    app.page("/internal/debug/window")(Window)

@@ -61,18 +61,29 @@ def unique_topics() -> Topics:
 class Worker:
     """One plugwatch worker process and the ways a test talks to it."""
 
-    def __init__(self, broker: EmbeddedBroker, access_file: Path, workdir: Path, **settings: str):
+    def __init__(
+        self,
+        broker: EmbeddedBroker,
+        access_file: Path,
+        workdir: Path,
+        *,
+        app_id: str | None = None,
+        topics: Topics | None = None,
+        **settings: str,
+    ):
+        """A worker of its own group and topics, or -- given ``app_id`` and ``topics`` -- a peer."""
         self.broker = broker
-        self.topics = unique_topics()
-        self.app_id = f"it-{uuid.uuid4().hex[:10]}"
+        self.topics = topics or unique_topics()
+        self.app_id = app_id or f"it-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
-        self.workdir = workdir
-        self.log_path = workdir / f"{self.app_id}.log"
+        self.workdir = workdir / f"w{self.port}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "worker.log"
         self.env = {
             **os.environ,
             "PLUGWATCH_APP_ID": self.app_id,
             "PLUGWATCH_BROKER_URL": broker.url,
-            "PLUGWATCH_DATA_DIR": str(workdir / "data"),
+            "PLUGWATCH_DATA_DIR": str(self.workdir / "data"),
             "PLUGWATCH_WEB_PORT": str(self.port),
             "PLUGWATCH_ACCESS_FILE": str(access_file),
             "PLUGWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
@@ -131,6 +142,17 @@ class Worker:
                 return rows
             time.sleep(0.25)
         raise AssertionError(f"{query!r} gave {len(rows)} rows, expected {expected}\n{self.log_tail()}")
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def kill(self) -> None:
+        """kill -9: no leave-group, no flush, no goodbye."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

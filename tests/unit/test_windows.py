@@ -1,0 +1,258 @@
+"""The per-plugin window store, with a clock advanced by hand and a plain-list model to compare with."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plugwatch.tables.windows import ENTRY_OVERHEAD, Slice, WindowStore
+
+BASE = 1_700_000_000_000
+ALL = (-(10**18), 10**18)
+
+
+class Clock:
+    def __init__(self, now: int = BASE):
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def record(event_id, ts, source="i-1"):
+    return {"event_id": event_id, "ts": ts, "tenant_id": "t", "plugin_id": "p", "instance_id": source}
+
+
+def make(**caps):
+    clock = Clock()
+    return WindowStore(clock=clock, **caps), clock
+
+
+def add(store, key, event_id, ts, size=100, signal="logs"):
+    store.add(key, signal, record(event_id, ts - 7), corrected_ts=ts, raw_ts=ts - 7, size=size)
+
+
+def ids(result: Slice):
+    return [entry.event_id for entry in result.entries]
+
+
+def test_slices_are_closed_on_both_ends_and_keep_raw_time_beside():
+    store, _ = make()
+    for i, ts in enumerate([BASE + 100, BASE + 200, BASE + 300]):
+        add(store, "t/p", f"e{i}", ts)
+    got = store.slice("t/p", BASE + 100, BASE + 200)
+    assert ids(got) == ["e0", "e1"] and got.complete and got.reason is None
+    assert ids(store.slice("t/p", BASE + 101, BASE + 299)) == ["e1"]
+    entry = got.entries[0]
+    assert (entry.corrected_ts, entry.raw_ts, entry.signal, entry.source, entry.size) == (
+        BASE + 100, BASE + 93, "logs", "i-1", 100)
+
+
+def test_late_data_lands_in_corrected_order_and_ties_keep_arrival_order():
+    store, _ = make()
+    for event_id, ts in [("a", 500), ("b", 100), ("c", 300), ("d", 300), ("e", 50)]:
+        add(store, "t/p", event_id, BASE + ts)
+    got = store.slice("t/p", *ALL)
+    assert ids(got) == ["e", "b", "c", "d", "a"]
+    assert [e.corrected_ts for e in got.entries] == sorted(e.corrected_ts for e in got.entries)
+
+
+def test_signals_filter():
+    store, _ = make()
+    add(store, "t/p", "l", BASE + 1, signal="logs")
+    add(store, "t/p", "s", BASE + 2, signal="traces")
+    add(store, "t/p", "m", BASE + 3, signal="metrics")
+    assert ids(store.slice("t/p", *ALL, signals=["traces", "metrics"])) == ["s", "m"]
+
+
+def test_a_redelivered_event_id_is_ignored():
+    store, _ = make()
+    add(store, "t/p", "e1", BASE + 10)
+    add(store, "t/p", "e1", BASE + 10)
+    add(store, "t/other", "e1", BASE + 10)  # same id under another key is another record
+    assert ids(store.slice("t/p", *ALL)) == ["e1"]
+    assert store.stats()["entries"] == 2
+
+
+def test_per_key_entry_cap_evicts_that_keys_oldest_and_moves_its_watermark():
+    store, _ = make(per_key_max_entries=3)
+    add(store, "t/other", "x", BASE + 1)
+    for i in range(5):
+        add(store, "t/p", f"e{i}", BASE + 100 + i)
+    got = store.slice("t/p", BASE + 103, BASE + 200)
+    assert ids(store.slice("t/p", *ALL)) == ["e2", "e3", "e4"]
+    assert got.complete and got.complete_from == BASE + 102
+    older = store.slice("t/p", BASE + 50, BASE + 200)
+    assert not older.complete and "dropped" in older.reason and "ClickHouse" in older.reason
+    assert ids(store.slice("t/other", *ALL)) == ["x"] and store.slice("t/other", BASE, BASE + 9).complete
+    assert store.stats()["evicted_total"] == 2
+
+
+def test_per_key_byte_cap():
+    store, _ = make(per_key_max_bytes=3 * (100 + ENTRY_OVERHEAD))
+    for i in range(4):
+        add(store, "t/p", f"e{i}", BASE + i)
+    assert ids(store.slice("t/p", *ALL)) == ["e1", "e2", "e3"]
+    add(store, "t/p", "huge", BASE + 9, size=10 * 2**20)  # can never fit: dropped, and the slice says so
+    assert "huge" not in ids(store.slice("t/p", *ALL))
+    assert store.slice("t/p", BASE + 9, BASE + 9).complete is False
+
+
+def test_global_budget_evicts_the_globally_oldest_first_across_keys():
+    cost = 100 + ENTRY_OVERHEAD
+    store, _ = make(budget_bytes=4 * cost)
+    add(store, "t/a", "a1", BASE + 10)
+    add(store, "t/b", "b1", BASE + 20)
+    add(store, "t/a", "a2", BASE + 30)
+    add(store, "t/b", "b2", BASE + 5)  # late: now the oldest of all
+    add(store, "t/c", "c1", BASE + 40)
+    assert ids(store.slice("t/b", *ALL)) == ["b1"]  # b2 went first
+    add(store, "t/c", "c2", BASE + 50)
+    assert ids(store.slice("t/a", *ALL)) == ["a2"]  # then a1
+    stats = store.stats()
+    assert stats["bytes"] == 4 * cost <= store.budget_bytes and stats["evicted_total"] == 2
+    assert not store.slice("t/a", BASE, BASE + 40).complete
+    assert store.slice("t/a", BASE + 11, BASE + 40).complete
+
+
+def test_expiry_follows_the_clock():
+    store, clock = make(window_ms=60_000)
+    add(store, "t/p", "old", BASE + 1_000)
+    add(store, "t/p", "new", BASE + 50_000)
+    clock.now = BASE + 61_001
+    assert store.expire() == 1
+    assert ids(store.slice("t/p", *ALL)) == ["new"]
+    assert store.stats()["expired_total"] == 1
+    assert not store.slice("t/p", BASE, BASE + 60_000).complete
+    add(store, "t/p", "too-late", BASE + 500)  # older than the window on arrival: not kept
+    assert ids(store.slice("t/p", *ALL)) == ["new"] and store.stats()["expired_total"] == 2
+    assert store.expire() == 0
+
+
+def test_completeness_from_store_start_and_across_a_rebuild():
+    store, clock = make()
+    never_seen = store.slice("t/new", BASE - 300_000, BASE)
+    assert not never_seen.complete and "never held" in never_seen.reason
+    assert store.slice("t/new", BASE, BASE + 10).complete  # held since start, nothing dropped
+    store.mark_rebuilding("t/p")
+    add(store, "t/p", "e1", BASE + 10)
+    rebuilding = store.slice("t/p", BASE, BASE + 20)
+    assert ids(rebuilding) == ["e1"] and not rebuilding.complete
+    assert rebuilding.complete_from is None and "rebuilt" in rebuilding.reason
+    assert store.stats()["rebuilding"] == 1
+    store.mark_rebuilt("t/p", BASE - 900_000)
+    assert store.slice("t/p", BASE - 300_000, BASE + 20).complete
+    assert not store.slice("t/p", BASE - 900_001, BASE).complete
+
+
+def test_forget_drops_a_key_and_its_slices_say_it_is_not_held():
+    store, clock = make()
+    add(store, "t/p", "e1", BASE + 1, size=300)
+    add(store, "t/q", "e2", BASE + 2, size=50)
+    clock.now += 5_000
+    store.forget("t/p")
+    assert store.keys() == ["t/q"]
+    assert store.stats()["bytes"] == 50 + ENTRY_OVERHEAD and store.stats()["entries"] == 1
+    gone = store.slice("t/p", *ALL)
+    assert gone.entries == [] and not gone.complete and "not held" in gone.reason
+    add(store, "t/p", "e3", BASE + 6_000)  # reassigned without a rebuild: held again from the forget
+    assert store.slice("t/p", BASE + 5_000, BASE + 7_000).complete
+    assert not store.slice("t/p", BASE, BASE + 7_000).complete
+
+
+def test_recorrect_reindexes_a_key():
+    store, _ = make()
+    for i in range(3):
+        add(store, "t/p", f"e{i}", BASE + 100 * i)
+    store.add("t/p", "logs", record("x", BASE), corrected_ts=BASE + 250, raw_ts=BASE, size=10)
+    moved = store.recorrect("t/p", lambda e: e.raw_ts + 1_000 if e.event_id == "x" else e.corrected_ts)
+    assert moved == 1
+    assert ids(store.slice("t/p", *ALL)) == ["e0", "e1", "e2", "x"]
+    assert store.slice("t/p", BASE + 1_000, BASE + 1_000).entries[0].event_id == "x"
+
+
+class Model:
+    """The store's rules on plain lists, O(n) everywhere."""
+
+    def __init__(self, store: WindowStore):
+        self.store, self.entries, self.seq = store, {}, 0  # key -> [(ts, seq, event_id, cost)]
+        self.held, self.lost = {}, {}
+
+    def total(self):
+        return sum(cost for rows in self.entries.values() for *_, cost in rows)
+
+    def drop(self, key, row):
+        self.entries[key].remove(row)
+        self.lost[key] = max(self.lost.get(key, row[0] + 1), row[0] + 1)
+
+    def add(self, key, ts, event_id, size, now):
+        s = self.store
+        self.held.setdefault(key, BASE)
+        rows = self.entries.setdefault(key, [])
+        cost = size + ENTRY_OVERHEAD
+        if ts < now - s.window_ms or cost > s.per_key_max_bytes or cost > s.budget_bytes:
+            self.lost[key] = max(self.lost.get(key, ts + 1), ts + 1)
+            return
+        if any(row[2] == event_id for row in rows):
+            return
+        self.seq += 1
+        rows.append((ts, self.seq, event_id, cost))
+        while len(rows) > s.per_key_max_entries or sum(r[3] for r in rows) > s.per_key_max_bytes:
+            self.drop(key, min(rows))
+        while self.total() > s.budget_bytes:
+            _, k, row = min((min(r)[0], k, min(r)) for k, r in self.entries.items() if r)
+            self.drop(k, row)
+
+    def expire(self, now):
+        for key, rows in self.entries.items():
+            for row in [r for r in rows if r[0] < now - self.store.window_ms]:
+                self.drop(key, row)
+
+    def forget(self, key, now):
+        self.entries.pop(key, None)
+        self.lost.pop(key, None)
+        self.held[key] = now
+
+
+# (what, key, ts delta, size, redeliver, tick): mostly adds, so the caps and the budget are reached.
+operations = st.lists(
+    st.tuples(st.sampled_from(["add"] * 6 + ["tick", "expire", "forget"]), st.integers(0, 3),
+              st.integers(-3_000, 1_000), st.integers(1, 600), st.booleans(), st.integers(1, 4_000)),
+    min_size=10,
+    max_size=80,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_accounting_never_drifts_and_matches_the_model(ops):
+    store, clock = make(window_ms=10_000, per_key_max_entries=4, per_key_max_bytes=2_000,
+                        budget_bytes=6 * (300 + ENTRY_OVERHEAD))
+    model = Model(store)
+    counter = 0
+    for what, k, delta, size, redeliver, tick in ops:
+        key = f"t/p{k}"
+        if what == "add":
+            counter += 1
+            known = [row[2] for row in model.entries.get(key, [])]
+            event_id = known[-1] if redeliver and known else f"e{counter}"
+            ts = clock.now + delta
+            store.add(key, "logs", record(event_id, ts), corrected_ts=ts, raw_ts=ts, size=size)
+            model.add(key, ts, event_id, size, clock.now)
+            assert store.stats()["bytes"] <= store.budget_bytes
+        elif what == "tick":
+            clock.now += tick
+        elif what == "expire":
+            store.expire()
+            model.expire(clock.now)
+        else:
+            store.forget(key)
+            model.forget(key, clock.now)
+        total = 0
+        for key in store.keys():
+            got = store.slice(key, *ALL)
+            total += sum(entry.size + ENTRY_OVERHEAD for entry in got.entries)
+            assert ids(got) == [row[2] for row in sorted(model.entries.get(key, []))]
+            expected_from = max(model.held.get(key, BASE), model.lost.get(key, BASE))
+            assert got.complete_from == expected_from
+        stats = store.stats()
+        assert stats["bytes"] == total == model.total()
+        assert stats["entries"] == sum(len(rows) for rows in model.entries.values())
