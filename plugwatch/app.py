@@ -19,7 +19,8 @@ from plugwatch.settings import Settings, get_settings
 from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
 from plugwatch.sinks.topics import TopicSink
-from plugwatch.tables.tail import SIGNALS, MaskedTail
+from plugwatch.tables.keeper import SIGNALS
+from plugwatch.tables.tail import MaskedTail
 from plugwatch.tables.windows import WindowStore
 from plugwatch.streams.topics import ensure_topics
 

@@ -20,146 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from plugwatch.tables.keeper import Rebuild, WindowKeeper
 from plugwatch.tables.skew import SkewEstimator
-from plugwatch.tables.windows import Slice, WindowStore
+from plugwatch.tables.windows import WindowStore
 
 log = logging.getLogger(__name__)
-
-SIGNALS = ("logs", "traces", "metrics")
-_TIME_FIELD = {"logs": "ts", "traces": "start_ts", "metrics": "ts"}
-
-
-@dataclass
-class Rebuild:
-    started_at: float
-    targets: dict[TopicPartition, int]  # end offsets seen at assignment
-    reached: set[TopicPartition] = field(default_factory=set)
-    idle: set[TopicPartition] = field(default_factory=set)
-
-    def done(self) -> bool:
-        return all(tp in self.reached and tp in self.idle for tp in self.targets)
-
-
-class WindowKeeper:
-    """Window store + per-plugin skew estimators, fed from the masked topics of owned partitions."""
-
-    def __init__(
-        self,
-        windows: WindowStore,
-        masked_topics: dict[str, str],  # signal -> topic
-        *,
-        partitions: int,
-        window_ms: int,
-        clock: Callable[[], float] = time.time,
-        max_skew_keys: int = 50_000,
-    ):
-        self.windows = windows
-        self.masked_topics = masked_topics
-        self.signal_of = {topic: signal for signal, topic in masked_topics.items()}
-        self.partitions = partitions
-        self.window_ms = window_ms
-        self.clock = clock
-        self.skew: dict[str, SkewEstimator] = {}
-        self.max_skew_keys = max_skew_keys
-        self.owned: set[int] = set()
-        self.rebuilding: dict[int, Rebuild] = {}
-        self.key_partition: dict[str, int] = {}
-        self._partitioner = DefaultPartitioner()
-        self.applied = 0
-        self.dirty: set[str] = set()  # keys whose skew estimate changed since the last save
-        self.complete_from: dict[int, int] = {}  # rebuilt partition -> time its windows are complete from
-        self.retime: set[str] = set()  # keys with new evidence since the last recorrect_moved()
-        self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
-
-    # Pure bookkeeping ---------------------------------------------------------------------------
-
-    def now_ms(self) -> int:
-        return int(self.clock() * 1000)
-
-    def estimator(self, key: str) -> SkewEstimator:
-        estimator = self.skew.get(key)
-        if estimator is None:
-            if len(self.skew) >= self.max_skew_keys:
-                self.skew.pop(next(iter(self.skew)))  # oldest-created key first
-            estimator = self.skew[key] = SkewEstimator(clock=self.now_ms)
-        return estimator
-
-    def partition_of(self, key: str) -> int:
-        partition = self.key_partition.get(key)
-        if partition is None:
-            all_partitions = list(range(self.partitions))
-            partition = self._partitioner(key.encode(), all_partitions, all_partitions)
-        return partition
-
-    def apply(
-        self, signal: str, key: str, record: dict[str, Any], size: int, partition: int, raw_json: bytes | None = None
-    ) -> bool:
-        """One masked record into its plugin's skew estimator and window; False when too old."""
-        raw_ts = record.get(_TIME_FIELD[signal])
-        if not isinstance(raw_ts, int):
-            return False
-        estimator = self.estimator(key)
-        estimator.observe(signal, record)
-        corrected = estimator.correct(signal, record)
-        if corrected < self.now_ms() - self.window_ms:
-            return False
-        new_key = key not in self.key_partition
-        self.key_partition[key] = partition
-        self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json)
-        self.retime.add(key)
-        if new_key and partition in self.complete_from:
-            # The partition's replay found nothing of this key: it is complete since the replay start.
-            self.windows.mark_rebuilt(key, self.complete_from[partition])
-        self.dirty.add(key)
-        self.applied += 1
-        return True
-
-    def recorrect_moved(self, threshold_ms: int = 20) -> int:
-        """Re-index the windows of plugins whose skew estimates moved by more than ``threshold_ms``
-        since their entries were placed, so early records follow what was learnt later."""
-        moved_keys = 0
-        for key in list(self.retime):
-            estimator = self.skew.get(key)
-            if estimator is None:
-                self.retime.discard(key)
-                continue
-            offsets = {(row["source"], row["signal"]): row["offset_ms"] for row in estimator.table()}
-            placed = self.placed_offsets.get(key, {})
-            if all(abs(offsets.get(k, 0) - placed.get(k, 0)) <= threshold_ms for k in offsets.keys() | placed.keys()):
-                continue
-            self.windows.recorrect(
-                key, lambda entry: entry.raw_ts + offsets.get((entry.source, entry.signal), 0)
-            )
-            self.placed_offsets[key] = offsets
-            moved_keys += 1
-        self.retime.clear()
-        return moved_keys
-
-    def slice(self, key: str, from_ms: int, to_ms: int, signals: Any = None) -> Slice:
-        result = self.windows.slice(key, from_ms, to_ms, signals)
-        partition = self.partition_of(key)
-        if partition not in self.owned:
-            return Slice(result.entries, False, result.complete_from, f"partition {partition} is owned by another worker")
-        if partition in self.rebuilding:
-            return Slice(result.entries, False, result.complete_from, f"partition {partition} is being rebuilt")
-        return result
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        for key, partition in list(self.key_partition.items()):
-            if partition in partitions:
-                self.windows.forget(key)
-                self.skew.pop(key, None)
-                self.placed_offsets.pop(key, None)
-                del self.key_partition[key]
 
 
 class MaskedTail(WindowKeeper):
@@ -171,16 +43,24 @@ class MaskedTail(WindowKeeper):
         windows: WindowStore,
         masked_topics: dict[str, str],
         *,
+        partitions: int,
         load_skew: Callable[[list[int]], Awaitable[dict[str, dict[str, Any]]]] | None = None,
         **kwargs: Any,
     ):
-        super().__init__(windows, masked_topics, **kwargs)
+        self._partitioner = DefaultPartitioner()
+        self.partitions = partitions
+        super().__init__(windows, masked_topics, partition_for=self._partition_for, **kwargs)
         self.bootstrap_servers = bootstrap_servers
         self.load_skew = load_skew
         self.idle_ms = 500
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._assign_lock = asyncio.Lock()
+
+    def _partition_for(self, key: str) -> int:
+        """The masked topics' partition of a key: aiokafka's default partitioner, as the producer."""
+        all_partitions = list(range(self.partitions))
+        return self._partitioner(key.encode(), all_partitions, all_partitions)
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -298,11 +178,3 @@ class MaskedTail(WindowKeeper):
             if rebuild.done():
                 del self.rebuilding[partition]
                 self.rebuilt(partition, rebuild)
-
-    def rebuilt(self, partition: int, rebuild: Rebuild) -> None:
-        complete_from = int(rebuild.started_at * 1000) - self.window_ms
-        self.complete_from[partition] = complete_from
-        for key, key_partition in self.key_partition.items():
-            if key_partition == partition:
-                self.windows.mark_rebuilt(key, complete_from)
-        log.info("window rebuild of partition %d done in %.1f s", partition, self.clock() - rebuild.started_at)
