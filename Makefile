@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-unit test-integration bench clean
+.PHONY: install run test test-unit test-integration bench bench-mask bench-window clean
 
 install: $(STAMP)
 
@@ -28,6 +28,12 @@ test-integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/plugwatch bench ingest --events 100000
+
+bench-mask: $(STAMP)
+	$(BIN)/plugwatch bench mask
+
+bench-window: $(STAMP)
+	$(BIN)/plugwatch bench window
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -70,7 +70,8 @@ class Services:
         await self.clickhouse.start()
         await self.topics.start()
         self.telemetry_rows.start()
-        await self.tail.start()
+        if self.settings.window.enabled:
+            await self.tail.start()
 
     async def save_skew(self) -> None:
         rows = self.tail.take_dirty_snapshots()

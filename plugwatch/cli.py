@@ -197,6 +197,18 @@ def bench_ingest(events: int, plugins: int) -> None:
     click.echo(run(events=events, plugins=plugins))
 
 
+@bench.command("window")
+@click.option("--seconds", default=120.0, show_default=True, help="measured run with windows")
+@click.option("--plugins", default=5000, show_default=True, help="active tenant/plugin keys")
+@click.option("--baseline-seconds", default=60.0, show_default=True,
+              help="first, the same load without windows (0 to skip)")
+def bench_window(seconds: float, plugins: int, baseline_seconds: float) -> None:
+    """Ingest with per-plugin windows: events/s and worker RSS, against a run without windows."""
+    from plugwatch.bench.window import run
+
+    click.echo(run(seconds=seconds, plugins=plugins, baseline_seconds=baseline_seconds))
+
+
 @bench.command("mask")
 @click.option("--events", default=20_000, show_default=True)
 def bench_mask(events: int) -> None:

@@ -89,6 +89,7 @@ class WindowSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    enabled: bool = True
     minutes: float = Field(15, gt=0)
     per_key_max_entries: int = Field(20_000, ge=1)
     per_key_max_mib: float = Field(16, gt=0)

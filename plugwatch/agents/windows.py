@@ -10,16 +10,20 @@ if TYPE_CHECKING:
     from plugwatch.app import PlugwatchApp
 
 
+# Sources exported to the skew gauge, largest offsets first: one series per source with an estimate
+# is what operators need, and an unbounded label set would make every scrape slower.
+MAX_SKEW_SERIES = 500
+
+
 def update_window_metrics(app: PlugwatchApp) -> None:
     stats = app.services.windows.stats()
     metrics.WINDOW_BYTES.set(stats["bytes"])
     metrics.WINDOW_ENTRIES.set(stats["entries"])
     metrics.WINDOW_KEYS.set(stats["keys"])
+    offsets = sorted(app.services.tail.offsets(), key=lambda item: abs(item[3]), reverse=True)
     metrics.CLOCK_SKEW.clear()
-    for key, estimator in app.services.tail.skew.items():
-        for row in estimator.table():
-            if row["samples"]:
-                metrics.CLOCK_SKEW.labels(key, row["source"], row["signal"]).set(row["offset_ms"])
+    for key, source, signal, offset in offsets[:MAX_SKEW_SERIES]:
+        metrics.CLOCK_SKEW.labels(key, source, signal).set(offset)
 
 
 def register_window_timers(app: PlugwatchApp) -> None:

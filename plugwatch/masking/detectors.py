@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 import orjson
 
@@ -23,7 +24,7 @@ from plugwatch.masking.triggers import (_VENDOR_TOKENS, T_AI_KEY, T_ASSIGN, T_AU
                                         T_EMAIL, T_IBAN, T_JWT, T_KV, T_PAIR, T_PEM, T_PLUS, T_QUERY, T_TOKEN, T_USERINFO,
                                         build_triggers)
 
-_LOCAL = re.compile(rb"[A-Za-z0-9._%+\-]{1,64}\Z")
+_LOCAL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-"
 _DOMAIN = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*"
                      rb"\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])")
 _PLUS_NUM = re.compile(rb"\+(?:[ \-.()]{0,2}[0-9]){8,15}")
@@ -32,12 +33,14 @@ _PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[^\
                   rb"PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.\-]*)")
 _CRED = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?")
-_RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
-# Ungrouped digit runs that cannot be a mainland mobile (11, or 13 with 86), a card (13-19, first
-# digit 2-6) or a resident ID (15/18), keyed by first digit: skipped before any validation.
-_NOTHING_LENGTHS = {ord("1"): frozenset(range(12, 40)) - {15, 18}}
-_NOTHING_LENGTHS.update({ord(d): frozenset(range(11, 40)) - {15, 18} for d in "079"})
-_NOTHING_LENGTHS[ord("8")] = frozenset(range(11, 40)) - {13, 15, 18}
+_RUN = re.compile(rb"[0-9]+(?:[ \-][0-9]+)*")  # digits with single separators; one-char repeats are fast in re
+# Lengths of a plain digit run (no separator, no X after it) that can be a mainland mobile (11
+# digits from 1, 13 from 86), a card (13-19 from 2-6) or a resident ID (15/18 from a province
+# code), by first digit; any other plain run is skipped before validation.
+_PLAIN_LENGTHS: tuple[frozenset[int], ...] = tuple(
+    frozenset(({11} if c == 49 else {13} if c == 56 else set()) | (set(range(13, 20)) if 50 <= c <= 54 else set())
+              | ({15, 18} if c - 48 in {p // 10 for p in v._ID_PROVINCES} else set()))
+    for c in range(256))
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
@@ -111,28 +114,32 @@ class _Event(KeyFindings):
     def email(self, _s: int, e: int) -> None:
         b = self.b
         at = e - 2
-        local = _LOCAL.search(b, max(0, at - 64), at)
         domain = _DOMAIN.match(b, at + 1)
-        if local is None or domain is None:
+        if domain is None:
             return
-        s = local.start()
+        before = b[max(0, at - 64):at]
+        local = len(before) - len(before.rstrip(_LOCAL_CHARS))  # up to 64 address characters before '@'
+        if not local:
+            return
+        s = at - local
         if s > 0 and b[s - 1] == 58 and b.rfind(b"://", max(0, s - 200), s) >= 0:
             return  # scheme://user:password@host - the password is the url_password finding
         self.add(s, domain.end(), "email")
 
     def digits(self, m: int, e: int) -> None:
-        b, n = self.b, len(self.b)
+        b = self.b
         s = m if b[m] in DIGITS else m + 1 if b[m] != 92 else m + 6 if b[m + 1] == 117 else m + 2
+        t = _RUN.match(b, s).end()
+        run = b[s:t]
+        if t - s not in _PLAIN_LENGTHS[b[s]] and b[t:t + 1] not in (b"X", b"x") and run.isdigit():
+            return  # e.g. 13 plain digits starting with 1: an epoch timestamp, never a card/phone/ID
         if -s in self.done:
             return
         self.done.add(-s)
-        t = _RUN.match(b, s).end()
-        if t - s in _NOTHING_LENGTHS.get(b[s], ()) and b[t:t + 1] not in (b"X", b"x") and 32 not in b[s:t] and 45 not in b[s:t]:
-            return  # e.g. 13-19 ungrouped digits starting with 1: epoch timestamps, never a card/phone/ID
+        n = len(b)
         x = t + 1 if t < n and b[t] in b"Xx" and (t + 1 >= n or b[t + 1] not in WORD) else t
         left_ok = True  # the trigger only starts after a boundary
         right_ok = x >= n or (b[x] not in WORD and not (b[x] in b"-." and x + 1 < n and b[x + 1] in ALNUM))
-        run = b[s:t]
         if left_ok and right_ok and self._number(s, x, run, b[t:x]):
             return
         # "retry 12 13800138000": the whole run is nothing, a space-separated part may be.
@@ -288,6 +295,10 @@ class _Event(KeyFindings):
         return b"".join(pieces)
 
 
+def _vendor_token(ev: _Event, _s: int, e: int, n: int) -> None:
+    ev.token(e, n)
+
+
 class Masker:
     """Compiled rules: triggers, handlers, tokens. Thread-safe; one per engine."""
 
@@ -301,12 +312,16 @@ class Masker:
         words = b"|".join(re.escape(w) for w in rules.context_words) or b"(?!)"
         # A context word right before the number: "order 2024...", "commit: 1234...", "订单号 ...".
         self.context = re.compile(b"(?:" + words + rb")[a-z_\-\x80-\xff]{0,12}[\s:=#/\"'.\\]{0,6}\Z")
-        self.handlers: dict[int, Callable[[_Event, int], None]] = {
+        self.handlers: dict[int, Callable[[_Event, int, int], None]] = {
             T_EMAIL: _Event.email, T_DIGITS: _Event.digits, T_PLUS: _Event.plus, T_JWT: _Event.jwt,
             T_PEM: _Event.pem, T_AWS_ID: _Event.aws_id, T_AWS_SECRET: _Event.aws_secret, T_AUTH: _Event.auth,
             T_USERINFO: _Event.userinfo, T_IBAN: _Event.iban, T_ASSIGN: _Event.assign, T_KV: _Event.kv,
             T_PAIR: _Event.pair, T_AI_KEY: _Event.ai_key, T_QUERY: _Event.assign,
         }
+        for n in range(len(_VENDOR_TOKENS)):
+            self.handlers[T_TOKEN + n] = partial(_vendor_token, n=n)
+        # Indexed by trigger id: the per-hit dispatch is the hottest loop in the masker.
+        self._by_id = tuple(self.handlers[i] for i in range(max(self.handlers) + 1))
 
     def run(self, b: bytes, json_mode: bool, counts: dict[str, int], readable: bool = False) -> bytes:
         """Masked copy of ``b`` (the same object when nothing was found)."""
@@ -314,13 +329,9 @@ class Masker:
         if not hits:
             return b
         ev = _Event(self, b, json_mode, readable)
-        handlers = self.handlers
+        handlers = self._by_id
         for tid, start, end in hits:
-            h = handlers.get(tid)
-            if h is not None:
-                h(ev, start, end)
-            else:
-                ev.token(end, tid - T_TOKEN)
+            handlers[tid](ev, start, end)
         if not ev.spans and not ev.ai:
             return b
         return ev.output(counts)

@@ -11,13 +11,15 @@ import re
 
 import orjson
 
-from plugwatch.masking.rules import KeyRule, compact
+from plugwatch.masking.rules import KeyRule
 from plugwatch.masking.structure import escaped, next_quote
 
 _UNQUOTED = re.compile(rb"[^\s&;,\"'\\)\]}>|<]+")
 _REST_OF_LINE = re.compile(rb"[^\r\n\"\\]+")
 _ENTROPY = re.compile(rb"[A-Za-z0-9_\-+/]{24,}")
-_NAME = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+# Characters of a name before ``=``/``:`` in free text: ASCII word characters, '.', '-' and any
+# byte of a non-ASCII character.
+_NAME_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-" + bytes(range(128, 256))
 
 
 class KeyFindings:
@@ -40,9 +42,8 @@ class KeyFindings:
         q = sep
         while q > 0 and b[q - 1] in b" \"'\\":
             q -= 1
-        ns = q
-        while ns > 0 and q - ns < 64 and (b[ns - 1] in _NAME or b[ns - 1] >= 128):
-            ns -= 1
+        before = b[max(0, q - 64):q]
+        ns = q - (len(before) - len(before.rstrip(_NAME_CHARS)))  # up to 64 name characters
         if ns < q and escaped(b, ns):
             ns += 1
         if ns >= q or b.startswith(b"//", e) or b.startswith(b"[MASKED:", ns - 8):
@@ -81,8 +82,8 @@ class KeyFindings:
             return
         else:
             vs = i
-            rest = self.m.rules.rest_of_line
-            rx = _REST_OF_LINE if rest and self.m.rules.key_rule(name) is not None and _compact_in(name, rest) else _UNQUOTED
+            rules = self.m.rules
+            rx = _REST_OF_LINE if rules.rest_of_line and rules.key_rule(name) is not None and rules.is_rest_of_line(name) else _UNQUOTED
             m = rx.match(b, i, limit)
             ve = m.end() if m else i
         if ve < 0:
@@ -176,7 +177,3 @@ class KeyFindings:
                 self.spans.append((vs, ve, b'"' + token + b'"', "ai_output"))
             else:
                 self.spans.append((vs, ve, b'"' + self.m.tokens.full("ai_output") + b'"', "ai_output"))
-
-
-def _compact_in(name: bytes, names: frozenset[str]) -> bool:
-    return compact(name.decode("utf-8", "replace")) in names

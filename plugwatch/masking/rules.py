@@ -77,6 +77,7 @@ class Rules:
     _text_cache: dict[bytes, KeyRule | None] = field(default_factory=dict, repr=False)
     _ai_cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
     _readable_cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
+    _rest_cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
 
     # Matching; each is cached per raw name because telemetry repeats the same keys endlessly.
 
@@ -129,6 +130,17 @@ class Rules:
     def is_query_param(self, raw: bytes) -> bool:
         """Names that are credentials only as URL query parameters (``?code=``, ``&sig=``)."""
         return compact(raw.decode("utf-8", "replace")) in self.query_params
+
+    def is_rest_of_line(self, raw: bytes) -> bool:
+        """Names whose unquoted value runs to the end of the line (``Authorization: Bearer x``)."""
+        try:
+            return self._rest_cache[raw]
+        except KeyError:
+            pass
+        found = compact(raw.decode("utf-8", "replace")) in self.rest_of_line
+        if len(self._rest_cache) < 100_000:
+            self._rest_cache[raw] = found
+        return found
 
     def is_ai_key(self, raw: bytes) -> bool:
         try:

@@ -58,9 +58,12 @@ class Scanner:
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         if self.backend == "hyperscan":
-            append = hits.append
-            self._db.scan(data, match_event_handler=lambda i, s, e, _f, _c: append((i, s, e)), scratch=self._scratch())
+            self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch())
         else:
             for i, rx in self._res:
                 hits.extend((i, m.start(), m.end()) for m in rx.finditer(data))
         return hits
+
+
+def _collect(tid: int, start: int, end: int, _flags: int, hits: list[tuple[int, int, int]]) -> None:
+    hits.append((tid, start, end))

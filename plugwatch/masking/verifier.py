@@ -24,7 +24,7 @@ from plugwatch.masking.structure import ALNUM, WORD, Structure, after_escape, es
 
 _EMAIL_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-]+\.)+([A-Za-z]{2,24})(?![A-Za-z0-9\-])")
-_RUN = re.compile(rb"[0-9](?:[ \-]?[0-9])*")
+_RUN = re.compile(rb"[0-9]+(?:[ \-][0-9]+)*")  # digits with single separators; one-char repeats are fast in re
 _PHONE = re.compile(rb"\+[0-9 \-.()]*")
 _TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
@@ -32,6 +32,7 @@ _AFTER = re.compile(rb"(?: |\\t)*(\\*[\"'])?")
 _SECRET_PREFIXES = (rb"gh[pousr]_[A-Za-z0-9]{30}", rb"github_pat_[A-Za-z0-9_]{20}", rb"xox[a-z]-[A-Za-z0-9\-]{8}",
                     rb"[sr]k_(?:live|test)_[A-Za-z0-9]{8}", rb"whsec_[A-Za-z0-9+/=]{16}", rb"AIza[0-9A-Za-z_\-]{30}")
 _DIGIT = frozenset(b"0123456789")
+_NAME_CHARS = bytes(_EMAIL_CHARS) + b"_" + bytes(range(128, 256))
 _BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
@@ -82,9 +83,10 @@ class Verifier:
         if not hits:
             return []
         job = _Check(self, b, json_mode, readable)
+        readers = _READERS
         bad = []
         for tid, start, end in hits:
-            pos = job.run(tid, start, end)
+            pos = readers[tid](job, start, end)
             if pos is not None:
                 bad.append(pos)
         return bad
@@ -121,62 +123,93 @@ class _Check:
         return False
 
     def run(self, tid: int, start: int, e: int) -> int | None:
+        """Offset of a finding for one trigger match, or None."""
+        return _READERS[tid](self, start, e)
+
+    def _email(self, _start: int, e: int) -> int | None:
         b = self.b
-        if tid == V_EMAIL:
-            at = b.rfind(b"@", 0, e)
-            s = at
-            while s > 0 and b[s - 1] in _EMAIL_CHARS:
-                s -= 1
-            if s < at and _HOST.match(b, at + 1):
-                return at
-        elif tid == V_NUMBER:
-            return self._number(start)
-        elif tid == V_PLUS:
-            s = b.rfind(b"+", 0, e)
-            m = _PHONE.match(b, s)
-            digits = bytes(c for c in m.group() if c in _DIGIT)
-            t = m.end()
-            while t > s and b[t - 1] not in _DIGIT:
-                t -= 1
-            if (t >= len(b) or b[t] not in ALNUM) and (v.cn_mobile_ok(digits) or v.e164_ok(digits)):
-                return s
-        elif tid == V_JWT:
-            s = b.rfind(b"eyJ", 0, e)
-            if not self._glued(s) and b[s - 1:s] != b"." and v.jwt_ok(b[s:e]):
-                return s
-        elif tid == V_PEM:
-            return e - 1
-        elif tid in (V_AWS_ID, V_OPENAI):
-            s = e - (20 if tid == V_AWS_ID else 19)
-            if tid == V_AWS_ID and e < len(b) and b[e] in ALNUM:
-                return None
-            if tid == V_OPENAI:
-                body = b[s + 3:e] + (_TOKEN.match(b, e).group() if e < len(b) and _TOKEN.match(b, e) else b"")
-                if len(body) < 20 or not any(c in _DIGIT or 65 <= c <= 90 for c in body) or (s > 0 and b[s - 1] in b"-_"):
-                    return None
-            return None if self._glued(s) else s
-        elif tid == V_VENDOR:
-            for rx in self.vf._vendor_res:
-                m = rx.search(b, max(0, e - 41), e)
-                if m is not None and not self._glued(m.start()):
-                    return m.start()
-        elif tid == V_AUTH:
-            m = _TOKEN.match(b, e - 8)
-            if m is not None and v.credential_token_ok(m.group() + b[m.end():m.end() + 2].strip(b"=")):
-                return e - 8
-        elif tid == V_USERINFO:
-            return e - 1
-        elif tid == V_IBAN:
-            return self._iban(e)
-        elif tid == V_AWS_SECRET:
-            s, t = (e - 40, e) if e == len(b) and b[e - 1] in _BASE64 else (e - 41, e - 1)
-            if v.aws_secret_ok(b[s:t]) and not self._exempt(s):
-                return s
-        elif tid == V_NAME:
-            return self._name(e)
-        elif tid == V_KV:
-            return self._kv(e)
+        at = b.rfind(b"@", 0, e)
+        s = at
+        while s > 0 and b[s - 1] in _EMAIL_CHARS:
+            s -= 1
+        if s < at and _HOST.match(b, at + 1):
+            return at
         return None
+
+    def _number_at(self, start: int, _e: int) -> int | None:
+        return self._number(start)
+
+    def _plus(self, _start: int, e: int) -> int | None:
+        b = self.b
+        s = b.rfind(b"+", 0, e)
+        m = _PHONE.match(b, s)
+        digits = bytes(c for c in m.group() if c in _DIGIT)
+        t = m.end()
+        while t > s and b[t - 1] not in _DIGIT:
+            t -= 1
+        if (t >= len(b) or b[t] not in ALNUM) and (v.cn_mobile_ok(digits) or v.e164_ok(digits)):
+            return s
+        return None
+
+    def _jwt(self, _start: int, e: int) -> int | None:
+        b = self.b
+        s = b.rfind(b"eyJ", 0, e)
+        if not self._glued(s) and b[s - 1:s] != b"." and v.jwt_ok(b[s:e]):
+            return s
+        return None
+
+    def _pem(self, _start: int, e: int) -> int | None:
+        return e - 1
+
+    def _aws_id(self, _start: int, e: int) -> int | None:
+        b = self.b
+        if e < len(b) and b[e] in ALNUM:
+            return None
+        s = e - 20
+        return None if self._glued(s) else s
+
+    def _openai(self, _start: int, e: int) -> int | None:
+        b = self.b
+        s = e - 19
+        m = _TOKEN.match(b, e) if e < len(b) else None
+        body = b[s + 3:e] + (m.group() if m else b"")
+        if len(body) < 20 or not any(c in _DIGIT or 65 <= c <= 90 for c in body) or (s > 0 and b[s - 1] in b"-_"):
+            return None
+        return None if self._glued(s) else s
+
+    def _vendor(self, _start: int, e: int) -> int | None:
+        b = self.b
+        for rx in self.vf._vendor_res:
+            m = rx.search(b, max(0, e - 41), e)
+            if m is not None and not self._glued(m.start()):
+                return m.start()
+        return None
+
+    def _auth(self, _start: int, e: int) -> int | None:
+        b = self.b
+        m = _TOKEN.match(b, e - 8)
+        if m is not None and v.credential_token_ok(m.group() + b[m.end():m.end() + 2].strip(b"=")):
+            return e - 8
+        return None
+
+    def _userinfo(self, _start: int, e: int) -> int | None:
+        return e - 1
+
+    def _iban_at(self, _start: int, e: int) -> int | None:
+        return self._iban(e)
+
+    def _aws_secret(self, _start: int, e: int) -> int | None:
+        b = self.b
+        s, t = (e - 40, e) if e == len(b) and b[e - 1] in _BASE64 else (e - 41, e - 1)
+        if v.aws_secret_ok(b[s:t]) and not self._exempt(s):
+            return s
+        return None
+
+    def _name_at(self, _start: int, e: int) -> int | None:
+        return self._name(e)
+
+    def _kv_at(self, _start: int, e: int) -> int | None:
+        return self._kv(e)
 
     def _number(self, start: int) -> int | None:
         b = self.b
@@ -184,6 +217,8 @@ class _Check:
         m = _RUN.match(b, s)
         t = m.end()
         tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
+        if not tail and t - s not in _PLAIN_LENGTHS[b[s]] and b[s:t].isdigit():
+            return None  # one run of plain digits no validator accepts (timestamps, counters, order ids)
         # Every space-separated stretch of the run with 11+ digits is a candidate, the whole run too.
         cuts = [s] + [i + 1 for i in range(s, t) if b[i] == 32] + [t + 1]
         n = len(b)
@@ -255,9 +290,8 @@ class _Check:
         q = e - 1
         while q > 0 and b[q - 1] in b" \"'\\":
             q -= 1
-        start = q
-        while start > 0 and q - start < 64 and (b[start - 1] in _EMAIL_CHARS or b[start - 1] == 95 or b[start - 1] >= 128):
-            start -= 1
+        window = b[max(0, q - 64):q]
+        start = q - (len(window) - len(window.rstrip(_NAME_CHARS)))  # up to 64 name characters
         if escaped(b, start):
             start += 1
         name = b[start:q].strip(b".+%")
@@ -294,6 +328,31 @@ class _Check:
         if escaped(b, name_end) or self.vf.rules.key_rule(b[name_start:name_end]) is None:
             return None
         return self._json_value(e)
+
+
+# Plain digit runs (no separators, no X) that ``_Check._sensitive_number`` can accept, by first
+# digit: a mainland mobile (11 digits from 1, 13 from 86), a card (13-19 digits from 2-6) or a
+# resident ID (15 or 18 digits from a province code). Every other run is skipped unread.
+def _plain_lengths() -> tuple[frozenset[int], ...]:
+    by_first: list[set[int]] = [set() for _ in range(256)]
+    by_first[ord("1")].add(11)
+    by_first[ord("8")].add(13)
+    for c in b"23456":
+        by_first[c].update(range(13, 20))
+    for c in {48 + p // 10 for p in v._ID_PROVINCES}:
+        by_first[c].update((15, 18))
+    return tuple(frozenset(x) for x in by_first)
+
+
+_PLAIN_LENGTHS = _plain_lengths()
+
+_READERS = [None] * 14
+for _tid, _reader in ((V_EMAIL, _Check._email), (V_NUMBER, _Check._number_at), (V_PLUS, _Check._plus),
+                      (V_JWT, _Check._jwt), (V_PEM, _Check._pem), (V_AWS_ID, _Check._aws_id), (V_VENDOR, _Check._vendor),
+                      (V_OPENAI, _Check._openai), (V_AUTH, _Check._auth), (V_USERINFO, _Check._userinfo),
+                      (V_IBAN, _Check._iban_at), (V_AWS_SECRET, _Check._aws_secret), (V_NAME, _Check._name_at),
+                      (V_KV, _Check._kv_at)):
+    _READERS[_tid] = _reader
 
 
 def _all_tokens(value) -> bool:

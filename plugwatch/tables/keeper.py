@@ -12,13 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugwatch.tables.skew import SkewEstimator
+from plugwatch.tables.skew import SkewEstimator, source_of
 from plugwatch.tables.windows import Slice, WindowStore
 
 log = logging.getLogger(__name__)
 
 SIGNALS = ("logs", "traces", "metrics")
 _TIME_FIELD = {"logs": "ts", "traces": "start_ts", "metrics": "ts"}
+# Per-plugin estimator indexes: logs usually arrive within seconds of their span, and with sampled
+# traces most span ids never arrive at all, so a short wait keeps memory flat across many plugins.
+ESTIMATOR_LIMITS = {"index_ttl_ms": 60_000, "max_waiting": 64, "max_spans": 1024}
 
 
 @dataclass
@@ -59,7 +62,8 @@ class WindowKeeper:
         self.applied = 0
         self.dirty: set[str] = set()  # keys whose skew estimate changed since the last save
         self.complete_from: dict[int, int] = {}  # rebuilt partition -> time its windows are complete from
-        self.retime: set[str] = set()  # keys with new evidence since the last recorrect_moved()
+        self.retime: set[str] = set()  # keys whose estimates moved since their entries were placed
+        self.retime_threshold_ms = 20
         self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
 
     # Pure bookkeeping ---------------------------------------------------------------------------
@@ -72,7 +76,7 @@ class WindowKeeper:
         if estimator is None:
             if len(self.skew) >= self.max_skew_keys:
                 self.skew.pop(next(iter(self.skew)))  # oldest-created key first
-            estimator = self.skew[key] = SkewEstimator(clock=self.now_ms)
+            estimator = self.skew[key] = SkewEstimator(clock=self.now_ms, **ESTIMATOR_LIMITS)
         return estimator
 
     def partition_of(self, key: str) -> int:
@@ -89,12 +93,12 @@ class WindowKeeper:
         estimator = self.estimator(key)
         estimator.observe(signal, record)
         corrected = estimator.correct(signal, record)
+        self._note_offset(key, source_of(record), signal, corrected - raw_ts)
         if corrected < self.now_ms() - self.window_ms:
             return False
         new_key = key not in self.key_partition
         self.key_partition[key] = partition
         self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json)
-        self.retime.add(key)
         if new_key and partition in self.complete_from:
             # The partition's replay found nothing of this key: it is complete since the replay start.
             self.windows.mark_rebuilt(key, self.complete_from[partition])
@@ -102,26 +106,41 @@ class WindowKeeper:
         self.applied += 1
         return True
 
-    def recorrect_moved(self, threshold_ms: int = 20) -> int:
-        """Re-index the windows of plugins whose skew estimates moved by more than ``threshold_ms``
-        since their entries were placed, so early records follow what was learnt later."""
+    def _note_offset(self, key: str, source: str, signal: str, offset: int) -> None:
+        """Remember the offset a key's entries of (source, signal) were placed with; when the estimate
+        has moved by more than ``retime_threshold_ms`` since, the key is due for re-indexing."""
+        placed = self.placed_offsets.get(key)
+        if placed is None:
+            placed = self.placed_offsets[key] = {}
+        previous = placed.get((source, signal))
+        if previous is None:
+            placed[(source, signal)] = offset
+        elif abs(offset - previous) > self.retime_threshold_ms:
+            self.retime.add(key)
+
+    def recorrect_moved(self) -> int:
+        """Re-index the windows of plugins whose skew estimates moved since their entries were
+        placed, so records placed before the skew was known follow what was learnt later."""
         moved_keys = 0
         for key in list(self.retime):
             estimator = self.skew.get(key)
             if estimator is None:
-                self.retime.discard(key)
                 continue
             offsets = {(row["source"], row["signal"]): row["offset_ms"] for row in estimator.table()}
-            placed = self.placed_offsets.get(key, {})
-            if all(abs(offsets.get(k, 0) - placed.get(k, 0)) <= threshold_ms for k in offsets.keys() | placed.keys()):
-                continue
-            self.windows.recorrect(
-                key, lambda entry: entry.raw_ts + offsets.get((entry.source, entry.signal), 0)
-            )
+            self.windows.recorrect(key, lambda entry: entry.raw_ts + offsets.get((entry.source, entry.signal), 0))
             self.placed_offsets[key] = offsets
             moved_keys += 1
         self.retime.clear()
         return moved_keys
+
+    def offsets(self) -> list[tuple[str, str, str, int]]:
+        """(plugin key, source, signal, offset ms) of every non-zero offset windows were placed with."""
+        return [
+            (key, source, signal, offset)
+            for key, placed in list(self.placed_offsets.items())
+            for (source, signal), offset in placed.items()
+            if offset
+        ]
 
     def slice(self, key: str, from_ms: int, to_ms: int, signals: Any = None) -> Slice:
         result = self.windows.slice(key, from_ms, to_ms, signals)

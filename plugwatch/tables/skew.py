@@ -139,6 +139,7 @@ class SkewEstimator:
         self._spans: OrderedDict[str, tuple[str, int, int, int]] = OrderedDict()
         self._waiting_logs: OrderedDict[str, tuple[int, list[tuple[str, int]]]] = OrderedDict()
         self._waiting_children: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+        self._expired_at = -(2**62)
 
     # -- evidence ----------------------------------------------------------------------------------
 
@@ -220,6 +221,9 @@ class SkewEstimator:
             entry[1].append(item)
 
     def _expire_indexes(self, now: int) -> None:
+        if now - self._expired_at < 100:  # at most every 100 ms: it runs on every observed record
+            return
+        self._expired_at = now
         cutoff = now - self._ttl
         for index in (self._spans, self._waiting_logs, self._waiting_children):
             while index:

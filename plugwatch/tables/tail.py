@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from plugwatch.tables.keeper import Rebuild, WindowKeeper
+from plugwatch.tables.keeper import ESTIMATOR_LIMITS, Rebuild, WindowKeeper
 from plugwatch.tables.skew import SkewEstimator
 from plugwatch.tables.windows import WindowStore
 
@@ -129,7 +129,7 @@ class MaskedTail(WindowKeeper):
             return
         for key, snapshot in saved.items():
             try:
-                self.skew[key] = SkewEstimator.restore(snapshot, clock=self.now_ms)
+                self.skew[key] = SkewEstimator.restore(snapshot, clock=self.now_ms, **ESTIMATOR_LIMITS)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("saved clock-skew state of %s unusable (%s); starting afresh", key, exc)
 

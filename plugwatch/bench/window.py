@@ -1,0 +1,135 @@
+"""``plugwatch bench window``: ingest with per-plugin windows for many plugins -- rate and memory.
+
+One embedded broker and one plugwatch worker. Realistic log events for ``plugins`` tenant/plugin
+keys are produced as fast as the worker keeps up (at most ``max_lag`` events ahead of what it has
+written to ClickHouse) for ``seconds``; the worker's RSS is sampled from /proc. A baseline phase
+first runs the same load on a worker with windows switched off, so both rates come from one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from plugwatch.bench.corpus import LogCorpus
+from plugwatch.bench.ingest import http_counter, ingest_count, say, start_worker, stop_worker
+from plugwatch.embedded import EmbeddedBroker, free_port
+from plugwatch.settings import Topics
+from plugwatch.streams.topics import ensure_topics
+
+PARTITIONS = 4
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def window_bytes(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("plugwatch_window_bytes "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def drive(
+    bootstrap: str, topic: str, corpus: LogCorpus, seconds: float, max_lag: int, port: int, pid: int, label: str
+) -> tuple[float, list[tuple[float, float, float]]]:
+    """Produce while the worker keeps up; returns (events/s written, [(t, rss MiB, window MiB)])."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1024 * 1024)
+    await producer.start()
+    written = http_counter(f"http://127.0.0.1:{port}/metrics", ingest_count)
+    metrics_text = http_counter(f"http://127.0.0.1:{port}/metrics", lambda r: r.text)  # type: ignore[arg-type,return-value]
+    produced = 0
+    samples: list[tuple[float, float, float]] = []
+    first_done = None
+    started = time.monotonic()
+    next_sample = started
+    try:
+        while time.monotonic() - started < seconds:
+            done = await asyncio.to_thread(written) or 0
+            if first_done is None and done:
+                first_done = (time.monotonic(), done)
+            if produced - done < max_lag:
+                pending = [await producer.send(topic, value, key=key) for key, value in corpus.encoded(5000)]
+                await asyncio.gather(*pending)
+                produced += len(pending)
+            else:
+                await asyncio.sleep(0.25)
+            if time.monotonic() >= next_sample:
+                text = await asyncio.to_thread(metrics_text) or ""
+                sample = (time.monotonic() - started, rss_mib(pid), window_bytes(str(text)) / 2**20)
+                samples.append(sample)
+                say(f"  {label} {sample[0]:5.0f} s: written {done:,} rss {sample[1]:.0f} MiB window {sample[2]:.0f} MiB")
+                next_sample += 10
+        done = await asyncio.to_thread(written) or 0
+    finally:
+        await producer.stop()
+    if first_done is None:
+        raise RuntimeError(f"{label}: the worker wrote nothing")
+    rate = (done - first_done[1]) / (time.monotonic() - first_done[0])
+    return rate, samples
+
+
+def run_phase(
+    broker: EmbeddedBroker, workdir: Path, run_id: str, label: str, windows: bool, seconds: float,
+    plugins: int, max_lag: int,
+) -> tuple[float, list[tuple[float, float, float]]]:
+    topics = Topics(**{name: f"bench.{run_id}.{label}.{value}" for name, value in Topics().model_dump().items()})
+    asyncio.run(ensure_topics(broker.bootstrap_servers, topics.all_names(), PARTITIONS))
+    port = free_port()
+    env = {
+        **os.environ,
+        "PLUGWATCH_BROKER_URL": broker.url,
+        "PLUGWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
+        "PLUGWATCH_APP_ID": f"bench-{label}-{run_id}",
+        "PLUGWATCH_DATA_DIR": str(workdir / label),
+        "PLUGWATCH_WEB_PORT": str(port),
+        "PLUGWATCH_WINDOW__ENABLED": "true" if windows else "false",
+        **{f"PLUGWATCH_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+    }
+    proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)], env, workdir / f"{label}.log")
+    try:
+        health = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code)  # type: ignore[arg-type,return-value]
+        deadline = time.monotonic() + 90
+        while health() != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{label} worker did not become healthy; see {workdir / f'{label}.log'}")
+            time.sleep(0.2)
+        corpus = LogCorpus(plugins=plugins, tenants=max(1, plugins // 20))
+        return asyncio.run(
+            drive(broker.bootstrap_servers, topics.logs, corpus, seconds, max_lag, port, proc.pid, label)
+        )
+    finally:
+        stop_worker(proc)
+
+
+def run(seconds: float = 120, plugins: int = 5000, baseline_seconds: float = 60, max_lag: int = 50_000) -> str:
+    run_id = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix=f"plugwatch-bench-window-{run_id}-"))
+    broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+    say(f"embedded broker {broker.url}; work dir {workdir}; {plugins} plugins")
+    try:
+        baseline = None
+        if baseline_seconds > 0:
+            baseline, _ = run_phase(broker, workdir, run_id, "nowindow", False, baseline_seconds, plugins, max_lag)
+            say(f"without windows: {baseline:,.0f} events/s")
+        rate, samples = run_phase(broker, workdir, run_id, "window", True, seconds, plugins, max_lag)
+    finally:
+        broker.stop()
+    peak = max(s[1] for s in samples)
+    last = samples[-1][1]
+    say(f"with windows: {rate:,.0f} events/s; rss peak {peak:.0f} MiB, last {last:.0f} MiB; "
+        f"window held {samples[-1][2]:.0f} MiB at the end")
+    if baseline:
+        say(f"with/without windows: {rate / baseline:.2f}")
+    return f"window: {rate:.0f} events/s; rss {peak:.0f} MiB; plugins {plugins}"
