@@ -256,3 +256,17 @@ def test_accounting_never_drifts_and_matches_the_model(ops):
         stats = store.stats()
         assert stats["bytes"] == total == model.total()
         assert stats["entries"] == sum(len(rows) for rows in model.entries.values())
+
+
+def test_entries_can_hold_the_json_bytes_instead_of_the_dict():
+    import orjson
+
+    now = 1_764_000_000_000
+    store = WindowStore(clock=lambda: now)
+    record = {"tenant_id": "t", "plugin_id": "p", "ts": now, "event_id": "e1", "instance_id": "i-1"}
+    raw = orjson.dumps(record)
+    store.add("t/p", "logs", record, now, now, len(raw), raw)
+    store.add("t/p", "logs", record, now, now, len(raw), raw)  # redelivered: ignored
+    [entry] = store.slice("t/p", now - 1, now).entries
+    assert entry.record == raw and entry.data() == record
+    assert (entry.source, entry.event_id) == ("i-1", "e1")
