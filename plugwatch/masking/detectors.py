@@ -41,6 +41,9 @@ _PLAIN_LENGTHS: tuple[frozenset[int], ...] = tuple(
     frozenset(({11} if c == 49 else {13} if c == 56 else set()) | (set(range(13, 20)) if 50 <= c <= 54 else set())
               | ({15, 18} if c - 48 in {p // 10 for p in v._ID_PROVINCES} else set()))
     for c in range(256))
+# Digit counts (no X after them) a validator can accept: 11 (mobile), 13 (mobile with 86, card),
+# 14-19 (card; 15 and 18 also resident IDs).
+_PART_DIGITS = frozenset({11} | set(range(13, 20)))
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
@@ -145,10 +148,14 @@ class _Event(KeyFindings):
         # "retry 12 13800138000": the whole run is nothing, a space-separated part may be.
         if 32 not in run:
             return
+        parts = run.split(b" ")
+        sizes = [len(part) - part.count(b"-") for part in parts]
+        if sum(sizes) - min(sizes[0], sizes[-1]) < 11:
+            return  # every part leaves out the first or the last group: none holds 11 digits
         groups = []
         pos = s
-        for part in run.split(b" "):
-            groups.append((pos, pos + len(part), len(part) - part.count(b"-")))
+        for part, size in zip(parts, sizes):
+            groups.append((pos, pos + len(part), size))
             pos += len(part) + 1
         count = len(groups)
         i = 0
@@ -157,7 +164,7 @@ class _Event(KeyFindings):
             spans = []
             for j in range(i, count):
                 digits += groups[j][2]
-                if digits >= 11 and (i, j + 1) != (0, count) and (i or left_ok) and (j + 1 < count or right_ok):
+                if digits in _PART_DIGITS and (i, j + 1) != (0, count) and (i or left_ok) and (j + 1 < count or right_ok):
                     spans.append(j + 1)
             for j in reversed(spans):
                 gs, ge = groups[i][0], groups[j - 1][1]
@@ -168,7 +175,7 @@ class _Event(KeyFindings):
 
     def _number(self, s: int, t: int, run: bytes, tail: bytes) -> bool:
         digits = run.translate(None, b" -")
-        if len(digits) < 11:
+        if len(digits) not in _PART_DIGITS and (not tail or len(digits) < 11):
             return False
         grouped = len(digits) != len(run)
         groups = tuple(map(len, run.replace(b"-", b" ").split(b" "))) if grouped else (len(digits),)

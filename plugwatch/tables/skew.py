@@ -105,6 +105,7 @@ class SkewEstimator:
         clock: Callable[[], int],
         *,
         max_votes: int = 64,
+        max_slacks: int | None = None,
         count_decay: float = 0.97,
         half_life_ms: int = 300_000,
         max_age_ms: int = 1_800_000,
@@ -123,6 +124,8 @@ class SkewEstimator:
             raise ValueError("half_life_ms, max_votes and max_sources must be positive")
         self._clock = clock
         self._max_votes = max_votes
+        # Broker-bound samples kept per (source, signal); the bound is a low quantile of them.
+        self._max_slacks = max_slacks or max_votes
         self._count_decay = count_decay
         self._tau = half_life_ms / math.log(2)
         self._max_age = max_age_ms
@@ -151,7 +154,7 @@ class SkewEstimator:
         own = _int(record.get("end_ts" if signal == "traces" else "ts"))
         broker = _int(record.get("broker_ts"))
         if own is not None and broker is not None:
-            self._track(source, signal).add_slack(broker - own, now, self._max_votes)
+            self._track(source, signal).add_slack(broker - own, now, self._max_slacks)
         if signal == "metrics":
             return
         self._expire_indexes(now)
@@ -379,7 +382,7 @@ class SkewEstimator:
                 for lo, hi, at in saved.get("votes", []):
                     track.add_vote(int(lo), math.inf if hi is None else int(hi), int(at), est._max_votes)
                 for slack, at in saved.get("slacks", []):
-                    track.add_slack(int(slack), int(at), est._max_votes)
+                    track.add_slack(int(slack), int(at), est._max_slacks)
                 track.roots = min(int(saved.get("roots", 0)), est._max_votes)
         return est
 
