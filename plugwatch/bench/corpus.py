@@ -10,12 +10,11 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-LOGHUB_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "loghub"
+from plugwatch.masking.corpus import loghub_lines
 
 _SYNTHETIC = [
     "GET /api/v2/orders/{n} completed in {ms} ms status=200 cache=miss",
@@ -34,20 +33,6 @@ _SENSITIVE = [
 ]
 _LEVELS = ["INFO"] * 12 + ["DEBUG"] * 4 + ["WARN"] * 2 + ["ERROR"]
 _REGIONS = ["cn-east-1", "cn-north-2", "eu-west-1", "us-east-1"]
-
-
-def loghub_lines(limit_per_file: int = 2000) -> list[str]:
-    lines: list[str] = []
-    if LOGHUB_DIR.is_dir():
-        for path in sorted(LOGHUB_DIR.glob("*.log")):
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                for i, line in enumerate(handle):
-                    if i >= limit_per_file:
-                        break
-                    line = line.strip()
-                    if 40 <= len(line) <= 260:
-                        lines.append(line)
-    return lines
 
 
 def _luhn_card(rng: random.Random) -> str:

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
+from plugwatch.aio import cancel_and_wait
 from plugwatch.sinks.retry import retry_forever
 
 Insert = Callable[[str, Sequence[bytes]], Awaitable[None]]
@@ -76,11 +77,6 @@ class InsertBuffer:
     async def stop(self) -> None:
         """Insert what is queued, then stop."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         if self._count:
             await self.flush()

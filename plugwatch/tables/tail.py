@@ -27,6 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from plugwatch.aio import cancel_and_wait
 from plugwatch.tables.keeper import ESTIMATOR_LIMITS, Rebuild, WindowKeeper
 from plugwatch.tables.skew import SkewEstimator
 from plugwatch.tables.windows import WindowStore
@@ -76,12 +77,7 @@ class MaskedTail(WindowKeeper):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
