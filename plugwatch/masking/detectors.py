@@ -131,7 +131,10 @@ class _Event(KeyFindings):
 
     def digits(self, m: int, e: int) -> None:
         b = self.b
-        s = m if b[m] in DIGITS else m + 1 if b[m] != 92 else m + 6 if b[m + 1] == 117 else m + 2
+        # The trigger starts at a boundary: none (start of text), one character, an escape (\n,
+        # \u4e2d) or a lone backslash (C:\13800138000).
+        s = (m if b[m] in DIGITS else m + 1 if b[m] != 92 else m + 6 if b[m + 1] == 117 else
+             m + 2 if b[m + 1] in b"nrtbf" else m + 1)
         t = _RUN.match(b, s).end()
         run = b[s:t]
         if t - s not in _PLAIN_LENGTHS[b[s]] and b[t:t + 1] not in (b"X", b"x") and run.isdigit():
@@ -330,9 +333,12 @@ class Masker:
         # Indexed by trigger id: the per-hit dispatch is the hottest loop in the masker.
         self._by_id = tuple(self.handlers[i] for i in range(max(self.handlers) + 1))
 
-    def run(self, b: bytes, json_mode: bool, counts: dict[str, int], readable: bool = False) -> bytes:
-        """Masked copy of ``b`` (the same object when nothing was found)."""
-        hits = self.scanner.scan(b)
+    def run(self, b: bytes, json_mode: bool, counts: dict[str, int], readable: bool = False,
+            hits: list[tuple[int, int, int]] | None = None) -> bytes:
+        """Masked copy of ``b`` (the same object when nothing was found). ``hits``: this
+        masker's trigger matches in ``b`` when the caller already scanned it."""
+        if hits is None:
+            hits = self.scanner.scan(b)
         if not hits:
             return b
         ev = _Event(self, b, json_mode, readable)

@@ -83,7 +83,8 @@ class KeyFindings:
         else:
             vs = i
             rules = self.m.rules
-            rx = _REST_OF_LINE if rules.rest_of_line and rules.key_rule(name) is not None and rules.is_rest_of_line(name) else _UNQUOTED
+            rest = rules.rest_of_line and rules.key_rule(name) is not None and rules.is_rest_of_line(name)
+            rx = _REST_OF_LINE if rest else _UNQUOTED
             m = rx.match(b, i, limit)
             ve = m.end() if m else i
         if ve < 0:

@@ -7,6 +7,11 @@ really found. With Hyperscan (PyPI ``hyperscan``) all triggers run in one SIMD p
 bytes; without it each trigger runs as a Python ``re`` (same results, several times slower), so
 the engine works wherever Python does.
 
+Two speed-ups keep Hyperscan's results: ``PairScanner`` runs the masker's and the verifier's
+triggers in one pass over the same bytes, and the one trigger Hyperscan is slow at
+(``BASE64_40``) is compiled as a cheap presence flag whose matches Python then lists exactly.
+Compiled databases are shared by engines with the same rules.
+
 Triggers must use syntax both engines share: no look-arounds, no back-references.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 
 try:
     import hyperscan
@@ -25,40 +31,122 @@ CASELESS = 1
 START = 2
 Trigger = tuple[int, bytes, int]  # (id, pattern, CASELESS | START)
 
+# Exactly 40 base64 characters standing alone (an AWS secret key's shape). A bounded repeat of a
+# wide class is the most expensive pattern for Hyperscan - as much as all other triggers together
+# - so Hyperscan only flags "some run of 40" (one report, cheap) and ``_base64_40_ends`` lists
+# this pattern's matches exactly as Hyperscan would, with C-speed bytes methods.
+BASE64_40 = rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)"
+_BASE64_40_FLAG = rb"[A-Za-z0-9/+=]{40}"
+_B64_OR_PAD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+="
+_RUNS = bytes(119 if c in _B64_OR_PAD else 32 for c in range(256))  # run characters -> "w", others -> " "
+_W40 = b"w" * 40
+_HEX = b"0123456789abcdefABCDEF"
+_FLAGGED = 1 << 20  # id offset of presence flags in a database
+
+
+def _base64_40_ends(data: bytes) -> list[int]:
+    """End offsets of ``BASE64_40`` matches in ``data``, as Hyperscan reports them (``$`` also
+    matches before a final newline)."""
+    runs = data.translate(_RUNS)
+    n = len(data)
+    ends = []
+    i = runs.find(_W40)
+    while i >= 0:
+        j = runs.find(b" ", i + 40)
+        if j < 0:
+            j = n
+        # The run [i, j) holds the 40 characters after a boundary: nothing, one character outside
+        # the run alphabet, an escape \n ... \f (run 41 long) or \uXXXX (run 45 long).
+        size = j - i
+        if (size == 40 or (size == 41 and i and data[i - 1] == 92 and data[i] in b"nrtbf")
+                or (size == 45 and i and data[i - 1] == 92 and data[i] == 117 and not data[i + 1:i + 5].translate(None, _HEX))) \
+                and 61 not in data[j - 40:j]:
+            if j == n:
+                ends.append(n)
+            else:
+                ends.append(j + 1)
+                if j == n - 1 and data[j] == 10:
+                    ends.append(j)
+        i = runs.find(_W40, j)
+    return ends
+
+
+_EXPANDERS = {BASE64_40: (_BASE64_40_FLAG, _base64_40_ends)}
+
+
+def _backend(use_hyperscan: bool | None) -> str:
+    want = hyperscan is not None if use_hyperscan is None else use_hyperscan
+    if want and hyperscan is None:
+        raise RuntimeError("hyperscan was requested but is not installed: pip install hyperscan")
+    return "hyperscan" if want else "re"
+
+
+def _database(triggers: Sequence[Trigger]):
+    return _compiled(tuple(triggers))
+
+
+@lru_cache(maxsize=16)
+def _compiled(triggers: tuple[Trigger, ...]):
+    """Compiling is the slow part of building an engine (a fraction of a second per database);
+    engines with the same rules share the read-only database. A pattern with an expander is
+    compiled as its presence flag, reported once, under id ``_FLAGGED + id``."""
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    expressions, ids, flags = [], [], []
+    for i, p, f in triggers:
+        if p in _EXPANDERS:
+            expressions.append(_EXPANDERS[p][0])
+            ids.append(_FLAGGED + i)
+            flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
+        else:
+            expressions.append(p)
+            ids.append(i)
+            flags.append((hyperscan.HS_FLAG_CASELESS if f & CASELESS else 0) | (hyperscan.HS_FLAG_SOM_LEFTMOST if f & START else 0))
+    db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+    return db
+
+
+class _Scratches:
+    """One Hyperscan scratch per thread: scratch space must not be shared by concurrent scans."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+        self._local = threading.local()
+
+    def get(self):
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        return scratch
+
 
 class Scanner:
     """Finds trigger matches; ``scan`` returns a list of (trigger id, start, end)."""
 
     def __init__(self, triggers: Sequence[Trigger], use_hyperscan: bool | None = None) -> None:
         self.triggers = list(triggers)
-        want = hyperscan is not None if use_hyperscan is None else use_hyperscan
-        if want and hyperscan is None:
-            raise RuntimeError("hyperscan was requested but is not installed: pip install hyperscan")
-        self.backend = "hyperscan" if want else "re"
-        if want:
-            self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            self._db.compile(
-                expressions=[p for _, p, _ in self.triggers],
-                ids=[i for i, _, _ in self.triggers],
-                elements=len(self.triggers),
-                flags=[(hyperscan.HS_FLAG_CASELESS if f & CASELESS else 0) | (hyperscan.HS_FLAG_SOM_LEFTMOST if f & START else 0)
-                       for _, _, f in self.triggers],
-            )
-            self._local = threading.local()
+        self.backend = _backend(use_hyperscan)
+        if self.backend == "hyperscan":
+            self._db = _database(self.triggers)
+            self._scratches = _Scratches(self._db)
+            # trigger id -> expander, for triggers compiled as presence flags
+            self._expand = {i: _EXPANDERS[p][1] for i, p, _ in self.triggers if p in _EXPANDERS}
         else:
             self._res = [(i, re.compile(p, re.IGNORECASE if f & CASELESS else 0)) for i, p, f in self.triggers]
 
     def _scratch(self):
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            # One scratch per thread: Hyperscan scratch space must not be shared by concurrent scans.
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        return scratch
+        return self._scratches.get()
 
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         if self.backend == "hyperscan":
-            self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch())
+            if not self._expand:
+                self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch())
+                return hits
+            flags: list[int] = []
+            self._db.scan(data, match_event_handler=_collect_flagged, context=(hits, flags), scratch=self._scratch())
+            for flag in flags:
+                tid = flag - _FLAGGED
+                hits.extend((tid, 0, end) for end in self._expand[tid](data))
         else:
             for i, rx in self._res:
                 hits.extend((i, m.start(), m.end()) for m in rx.finditer(data))
@@ -67,3 +155,69 @@ class Scanner:
 
 def _collect(tid: int, start: int, end: int, _flags: int, hits: list[tuple[int, int, int]]) -> None:
     hits.append((tid, start, end))
+
+
+def _collect_flagged(tid: int, start: int, end: int, _flags: int, context) -> None:
+    if tid < _FLAGGED:
+        context[0].append((tid, start, end))
+    else:
+        context[1].append(tid)
+
+
+class PairScanner:
+    """Two scanners' triggers in one pass: ``scan`` returns each one's hits as its own ``scan``
+    would (Hyperscan reports every pattern's matches independently of the others in a database).
+    A pattern both scanners use (same text and flags) is compiled once and its hits go to both.
+    One difference: where two of a side's patterns share an id but not a route, a match of both
+    at one offset reaches that side twice; every reader treats a repeat like the first report.
+    Lets the engine look at a buffer once when both would scan the same bytes."""
+
+    def __init__(self, first: Scanner, second: Scanner) -> None:
+        self.first, self.second = first, second
+        self.backend = first.backend
+        if self.backend == "hyperscan":
+            # (pattern, flags, k-th use on that side) -> [id for first, id for second]
+            slots: dict[tuple[bytes, int, int], list[int]] = {}
+            for side, scanner in enumerate((first, second)):
+                uses: dict[tuple[bytes, int], int] = {}
+                for tid, pattern, flags in scanner.triggers:
+                    k = uses[pattern, flags] = uses.get((pattern, flags), -1) + 1
+                    slots.setdefault((pattern, flags, k), [-1, -1])[side] = tid
+            # One database id per route, as patterns sharing an id share it in each scanner's
+            # own database (Hyperscan reports an id once per offset).
+            routes: dict[tuple[int, int], int] = {}
+            patterns = [(routes.setdefault(tuple(slot), len(routes)), pattern, flags)
+                        for (pattern, flags, _), slot in slots.items()]
+            self._db = _database(patterns)
+            self._routes = tuple(routes)
+            self._scratches = _Scratches(self._db)
+            self._expand = {n: _EXPANDERS[pattern][1] for n, pattern, _ in patterns if pattern in _EXPANDERS}
+
+    def scan(self, data: bytes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        if self.backend != "hyperscan":
+            return self.first.scan(data), self.second.scan(data)
+        first: list[tuple[int, int, int]] = []
+        second: list[tuple[int, int, int]] = []
+        flags: list[int] = []
+        self._db.scan(data, match_event_handler=_collect_pair, context=(first, second, self._routes, flags),
+                      scratch=self._scratches.get())
+        for flag in flags:
+            n = flag - _FLAGGED
+            a, b = self._routes[n]
+            for end in self._expand[n](data):
+                if a >= 0:
+                    first.append((a, 0, end))
+                if b >= 0:
+                    second.append((b, 0, end))
+        return first, second
+
+
+def _collect_pair(n: int, start: int, end: int, _flags: int, context) -> None:
+    if n >= _FLAGGED:
+        context[3].append(n)
+        return
+    a, b = context[2][n]
+    if a >= 0:
+        context[0].append((a, start, end))
+    if b >= 0:
+        context[1].append((b, start, end))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.scanner import CASELESS, START, Trigger
+from plugwatch.masking.scanner import BASE64_40, CASELESS, START, Trigger
 
 # Left boundaries below: start of data, a non-word byte, or a JSON escape (\n, \u4e2d, ...),
 # which decodes to a newline or a CJK character and so separates words too.
@@ -67,7 +67,7 @@ def build_triggers(rules: Rules) -> list[Trigger]:
         (T_JWT, rb"(?:^|[^A-Za-z0-9_.\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})eyJ[A-Za-z0-9_\-]{4}", 0),
         (T_PEM, rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", 0),
         (T_AWS_ID, rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}", 0),
-        (T_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
+        (T_AWS_SECRET, BASE64_40, 0),
         (T_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]", CASELESS),
         (T_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
         # No boundary in the trigger (it triples the cost); the handler checks it.

@@ -16,7 +16,7 @@ import orjson
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
 from plugwatch.masking.triggers import _alternation
-from plugwatch.masking.scanner import CASELESS, START, Scanner
+from plugwatch.masking.scanner import BASE64_40, CASELESS, START, Scanner
 from plugwatch.masking.structure import ALNUM, WORD, Structure, after_escape, escaped
 
 (V_EMAIL, V_NUMBER, V_PLUS, V_JWT, V_PEM, V_AWS_ID, V_VENDOR, V_OPENAI, V_AUTH, V_USERINFO, V_IBAN,
@@ -69,17 +69,21 @@ class Verifier:
             (V_OPENAI, rb"sk-[A-Za-z0-9_\-]{16}", 0),
             (V_AUTH, rb"(?:bearer|basic)(?: |\\t)+[A-Za-z0-9\-._~+/]{8}", CASELESS),
             (V_USERINFO, rb"://[^\s/\"@\\?#\[\]]{0,128}:[^\s/\"@\\?#\[\]]{1,256}@", 0),
-            (V_IBAN, rb"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", 0),
-            (V_AWS_SECRET, rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)", 0),
+            # START only to match the masker's pattern exactly, so one shared scan serves both.
+            (V_IBAN, rb"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}", START),
+            (V_AWS_SECRET, BASE64_40, 0),
             (V_KV, rb"\"(?:key|name)\":\"[^\"\\]*\",\"value\":", CASELESS),
         ]
         triggers += [(V_VENDOR, p, 0) for p in _SECRET_PREFIXES]
         self.scanner = Scanner(triggers, use_hyperscan)
         self._vendor_res = [re.compile(p + rb"\Z") for p in _SECRET_PREFIXES]
 
-    def check(self, b: bytes, json_mode: bool, readable: bool = False) -> list[int]:
-        """Offsets in ``b`` of findings that should have been masked (empty: clean)."""
-        hits = self.scanner.scan(b)
+    def check(self, b: bytes, json_mode: bool, readable: bool = False,
+              hits: list[tuple[int, int, int]] | None = None) -> list[int]:
+        """Offsets in ``b`` of findings that should have been masked (empty: clean). ``hits``:
+        this verifier's own trigger matches in exactly these bytes, when already scanned."""
+        if hits is None:
+            hits = self.scanner.scan(b)
         if not hits:
             return []
         job = _Check(self, b, json_mode, readable)
@@ -129,10 +133,7 @@ class _Check:
     def _email(self, _start: int, e: int) -> int | None:
         b = self.b
         at = b.rfind(b"@", 0, e)
-        s = at
-        while s > 0 and b[s - 1] in _EMAIL_CHARS:
-            s -= 1
-        if s < at and _HOST.match(b, at + 1):
+        if at > 0 and b[at - 1] in _EMAIL_CHARS and _HOST.match(b, at + 1):
             return at
         return None
 
@@ -213,23 +214,41 @@ class _Check:
 
     def _number(self, start: int) -> int | None:
         b = self.b
-        s = start + (0 if b[start] in _DIGIT else 1 if b[start] != 92 else 6 if b[start + 1] == 117 else 2)
+        # The trigger starts at a boundary: none (start of text), one character, an escape
+        # (\n, \u4e2d) or a lone backslash (C:\13800138000).
+        s = start + (0 if b[start] in _DIGIT else 1 if b[start] != 92 else 6 if b[start + 1] == 117 else
+                     2 if b[start + 1] in b"nrtbf" else 1)
         m = _RUN.match(b, s)
         t = m.end()
         tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
-        if not tail and t - s not in _PLAIN_LENGTHS[b[s]] and b[s:t].isdigit():
-            return None  # one run of plain digits no validator accepts (timestamps, counters, order ids)
-        # Every space-separated stretch of the run with 11+ digits is a candidate, the whole run too.
-        cuts = [s] + [i + 1 for i in range(s, t) if b[i] == 32] + [t + 1]
         n = len(b)
+        if not tail and b[s:t].isdigit():
+            # One run of plain digits: the run itself is the only candidate.
+            if t - s not in _PLAIN_LENGTHS[b[s]]:
+                return None  # no validator accepts it (timestamps, counters)
+            if b[s - 1:s] in (b".", b"+", b"-") or (s > 0 and b[s - 1] in WORD and not after_escape(b, s)):
+                return None
+            if t < n and (b[t] in WORD or (b[t] in b"-." and t + 1 < n and b[t + 1] in ALNUM)):
+                return None
+            return s if self._sensitive_number(b[s:t], b"") and not self._exempt(s) else None
+        # Every space-separated stretch of the run with 11+ digits is a candidate, the whole run too.
+        cuts = [s]
+        space = b.find(b" ", s, t)
+        while space >= 0:
+            cuts.append(space + 1)
+            space = b.find(b" ", space + 1, t)
+        cuts.append(t + 1)
         for i in range(len(cuts) - 1):
             for j in range(len(cuts) - 1, i, -1):
                 cs, ce = cuts[i], cuts[j] - 1
                 text = b[cs:ce]
                 digits = text.replace(b" ", b"").replace(b"-", b"")
-                if len(digits) < 11:
+                count = len(digits)
+                if count < 11:
                     break
                 end_tail = tail if ce == t else b""
+                if (count != 17) if end_tail else (count not in _COUNTS):
+                    continue  # no ID, mobile or card has this many digits
                 if cs == s and (b[cs - 1:cs] in (b".", b"+", b"-") or (cs > 0 and b[cs - 1] in WORD and not after_escape(b, cs))):
                     continue
                 nxt = ce + len(end_tail)
@@ -241,9 +260,12 @@ class _Check:
 
     @staticmethod
     def _sensitive_number(text: bytes, tail: bytes) -> bool:
-        parts = text.replace(b"-", b" ").split(b" ")
-        shape = tuple(len(p) for p in parts)
-        digits = b"".join(parts)
+        if text.isdigit():
+            shape, digits = (len(text),), text
+        else:
+            parts = text.replace(b"-", b" ").split(b" ")
+            shape = tuple(map(len, parts))
+            digits = b"".join(parts)
         whole = digits + tail
         if len(whole) == 18 and whole[:17].isdigit() and v.cn_id_shaped(whole[:17] + b"0"):
             return v.cn_id_ok(whole) and v.id_grouping(shape[:-1] + (shape[-1] + len(tail),))
@@ -345,6 +367,9 @@ def _plain_lengths() -> tuple[frozenset[int], ...]:
 
 
 _PLAIN_LENGTHS = _plain_lengths()
+# Digit counts ``_sensitive_number`` accepts without an X: 11 and 13 (mobile), 13-19 (card), 15
+# and 18 (resident ID); with an X after them only 17 (an 18-character ID).
+_COUNTS = frozenset({11} | set(range(13, 20)))
 
 _READERS = [None] * 14
 for _tid, _reader in ((V_EMAIL, _Check._email), (V_NUMBER, _Check._number_at), (V_PLUS, _Check._plus),
