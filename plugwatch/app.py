@@ -107,6 +107,8 @@ class PlugwatchApp(faust.App):
             "broker_heartbeat_interval": settings.broker_heartbeat_interval_s,
             "broker_rebalance_timeout": settings.broker_rebalance_timeout_s,
             "consumer_auto_offset_reset": "earliest",
+            # Room for the consumer thread to keep fetching while an agent handles a batch.
+            "stream_buffer_maxsize": 4 * settings.ingest.batch_size + 4096,
             "autodiscover": False,
             "web_enabled": True,
         }

@@ -4,7 +4,8 @@ their batch are durable.
 
 Faust's ``stream.take_events`` buffers through a passive drainer and a task per wait; this loop
 keeps the per-event cost at that of a bare ``async for``. A batch is handled when it is full or
-when its oldest event has waited ``within`` seconds. A handler may return an awaitable that
+when its oldest event has waited ``within`` seconds; reading goes on while one batch is handled.
+A handler may return an awaitable that
 completes later (e.g. rows waiting in a larger ClickHouse insert): those events stay unacknowledged
 until it completes, and at most ``max_pending`` such batches wait before consumption pauses.
 """
@@ -53,15 +54,24 @@ async def consume_in_batches(
                 await flush()
 
     helpers = [asyncio.ensure_future(acknowledge()), asyncio.ensure_future(flush_when_idle())]
+    flushing: asyncio.Future[None] | None = None
     try:
         async for event in manual.events():
             buffer.append(event)
             if len(buffer) >= max_size:
-                await flush()
+                # Hand the full batch over and keep reading while it is written; wait only when
+                # the next batch is full too (one batch in flight).
+                if flushing is not None and not flushing.done():
+                    if len(buffer) < 2 * max_size:
+                        continue
+                    await flushing
+                if flushing is not None:
+                    flushing.result()  # surface a failed flush
+                flushing = asyncio.ensure_future(flush())
             for task in helpers:
                 if task.done():  # a helper died: surface it instead of stalling silently
                     task.result()
                     raise RuntimeError("batch helper task ended unexpectedly")
     finally:
-        for task in helpers:
+        for task in helpers + ([flushing] if flushing is not None else []):
             task.cancel()

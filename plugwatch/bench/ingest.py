@@ -182,6 +182,8 @@ def run(events: int = 100_000, plugins: int = 500) -> str:
             "PLUGWATCH_APP_ID": f"bench-ingest-{run_id}",
             "PLUGWATCH_DATA_DIR": str(workdir / "data"),
             "PLUGWATCH_WEB_PORT": str(port),
+            # The ingest path alone; `plugwatch bench window` measures it with the windows.
+            "PLUGWATCH_WINDOW__ENABLED": "false",
             **{f"PLUGWATCH_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
         }
         proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)],
