@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from plugwatch import metrics
 from plugwatch.ingest import IngestPipeline
 from plugwatch.logs import install_log_masking
 from plugwatch.masking import MaskingEngine
@@ -32,8 +33,12 @@ class Services:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # Every masking call of the worker -- ingest, SQL results, debug views -- counts its
+        # verifier hits in debug_masking_violation_total.
         self.masker = MaskingEngine.from_file(
-            settings.masking_rules_path, hmac_key=settings.masking_key.get_secret_value().encode()
+            settings.masking_rules_path,
+            hmac_key=settings.masking_key.get_secret_value().encode(),
+            on_violation=metrics.MASKING_VIOLATIONS.inc,
         )
         self.pipeline = IngestPipeline(
             self.masker,

@@ -35,8 +35,6 @@ def record_metrics(signal: str, topic: str, outcome: BatchOutcome) -> None:
         metrics.DEADLETTERS.labels(topic, letter.reason).inc()
     for detector, count in outcome.mask_stats.counts.items():
         metrics.MASKING_DETECTIONS.labels(detector).inc(count)
-    if outcome.mask_stats.violations:
-        metrics.MASKING_VIOLATIONS.inc(outcome.mask_stats.violations)
 
 
 async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -> asyncio.Future[None]:
