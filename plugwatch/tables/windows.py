@@ -17,6 +17,7 @@ record stamped exactly T.
 from __future__ import annotations
 
 import heapq
+import sys
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -155,7 +156,8 @@ class WindowStore:
             self._evicted += 1
             return
         stored = record if raw_json is None else raw_json
-        entry = WindowEntry(corrected_ts, raw_ts, signal, source_of(record), event_id, size, stored)
+        # Interned: a plugin has a handful of sources, held by thousands of entries.
+        entry = WindowEntry(corrected_ts, raw_ts, signal, sys.intern(source_of(record)), event_id, size, stored)
         times = window.times
         if not times or corrected_ts >= times[-1]:
             at = len(times)
