@@ -21,8 +21,9 @@ SIGNALS = ("logs", "traces", "metrics")
 _TIME_FIELD = {"logs": "ts", "traces": "start_ts", "metrics": "ts"}
 # Per-plugin estimator limits, for thousands of plugins per worker: logs usually arrive within
 # seconds of their span, and with sampled traces most span ids never arrive at all, so a short,
-# small wait list loses little evidence; 16 broker samples still give the bound's low quantile.
-ESTIMATOR_LIMITS = {"index_ttl_ms": 60_000, "max_waiting": 16, "max_spans": 1024, "max_slacks": 16}
+# small wait list (64 span ids: a burst of logs before their spans still links) loses little
+# evidence; 16 broker samples still give the bound's low quantile.
+ESTIMATOR_LIMITS = {"index_ttl_ms": 60_000, "max_waiting": 64, "max_spans": 1024, "max_slacks": 16}
 
 
 @dataclass
