@@ -13,11 +13,9 @@ until it completes, and at most ``max_pending`` such batches wait before consump
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], Awaitable[Awaitable[Any] | None]]
 

@@ -9,7 +9,6 @@ ClickHouse tables collapse redelivered rows by ``event_id``).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ from plugwatch.sinks.retry import retry_forever
 if TYPE_CHECKING:
     from plugwatch.app import PlugwatchApp
 
-log = logging.getLogger(__name__)
 
 SIGNALS = ("logs", "traces", "metrics")
 

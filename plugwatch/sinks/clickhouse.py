@@ -8,10 +8,10 @@ Inserts are batched: one JSONEachRow block per table per call, parsed by ClickHo
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -21,20 +21,17 @@ import orjson
 from plugwatch import metrics
 from plugwatch.sinks.schema import TELEMETRY_TABLES, ddl
 
-log = logging.getLogger(__name__)
 
 class ClickHouseError(RuntimeError):
     pass
 
 
-def _client_kwargs(dsn: str, database: str) -> dict[str, Any]:
+def _prepare_chdb_dir(dsn: str) -> None:
+    """chDB wants its data directory to exist."""
     if dsn.startswith("chdb:"):
         path = urlparse(dsn).path
         if path and path != "/":
-            from pathlib import Path
-
             Path(path).mkdir(parents=True, exist_ok=True)
-    return {"dsn": dsn}
 
 
 class ClickHouse:
@@ -54,7 +51,8 @@ class ClickHouse:
     def _connect(self) -> Any:
         if self._client is None:
             try:
-                self._client = clickhouse_connect.get_client(**_client_kwargs(self.dsn, self.database))
+                _prepare_chdb_dir(self.dsn)
+                self._client = clickhouse_connect.get_client(dsn=self.dsn)
             except Exception as exc:
                 hint = (
                     " (chDB allows one process per data directory: is another plugwatch worker running"

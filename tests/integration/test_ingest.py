@@ -176,7 +176,7 @@ def test_metrics_report_lag_and_batch_sizes(worker, broker):
     text = ""
     while time.monotonic() < deadline:  # the lag gauge is refreshed by a 5 s timer
         text = worker.metrics()
-        if f'plugwatch_consumer_lag{{partition="' in text:
+        if 'plugwatch_consumer_lag{partition="' in text:
             break
         time.sleep(0.5)
     assert f'topic="{worker.topics.metrics}"' in text.split("plugwatch_consumer_lag", 1)[1]
