@@ -37,7 +37,7 @@ async def run_query(query: str, settings: Settings, token: str) -> tuple[list[st
 
 
 async def _query_directly(query: str, settings: Settings) -> tuple[list[str], list[list[Any]]]:
-    from plugwatch.masking import MaskingEngine
+    from plugwatch.masking import load_engine
     from plugwatch.sinks.clickhouse import ClickHouse, ClickHouseError
     from plugwatch.web.views import _READ_ONLY
 
@@ -52,10 +52,7 @@ async def _query_directly(query: str, settings: Settings) -> tuple[list[str], li
         raise SqlError(f"query failed: {exc}") from exc
     finally:
         await clickhouse.close()
-    masker = MaskingEngine.from_file(
-        settings.masking_rules_path, hmac_key=settings.masking_key.get_secret_value().encode()
-    )
-    masked, _ = masker.mask(orjson.loads(orjson.dumps(rows, default=str)))
+    masked, _ = load_engine(settings).mask(orjson.loads(orjson.dumps(rows, default=str)))
     return columns, masked
 
 

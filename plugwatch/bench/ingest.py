@@ -116,6 +116,20 @@ def start_worker(args: list[str], env: dict[str, str], log: Path) -> subprocess.
         )
 
 
+def worker_env(broker_url: str, topics: Topics, app_id: str, data_dir: Path, port: int, windows: bool) -> dict[str, str]:
+    """Environment of a plugwatch worker process for a benchmark: its own group, topics and chDB."""
+    return {
+        **os.environ,
+        "PLUGWATCH_BROKER_URL": broker_url,
+        "PLUGWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
+        "PLUGWATCH_APP_ID": app_id,
+        "PLUGWATCH_DATA_DIR": str(data_dir),
+        "PLUGWATCH_WEB_PORT": str(port),
+        "PLUGWATCH_WINDOW__ENABLED": "true" if windows else "false",
+        **{f"PLUGWATCH_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+    }
+
+
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -177,15 +191,8 @@ def run(events: int = 100_000, plugins: int = 500) -> str:
         say(f"bare Faust agent: {bare_rate:,.0f} events/s")
 
         port = free_port()
-        env = {
-            **base_env,
-            "PLUGWATCH_APP_ID": f"bench-ingest-{run_id}",
-            "PLUGWATCH_DATA_DIR": str(workdir / "data"),
-            "PLUGWATCH_WEB_PORT": str(port),
-            # The ingest path alone; `plugwatch bench window` measures it with the windows.
-            "PLUGWATCH_WINDOW__ENABLED": "false",
-            **{f"PLUGWATCH_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-        }
+        # The ingest path alone; `plugwatch bench window` measures it with the windows.
+        env = worker_env(broker.url, topics, f"bench-ingest-{run_id}", workdir / "data", port, windows=False)
         proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)],
                             env, workdir / "ingest.log")
         try:

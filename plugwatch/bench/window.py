@@ -9,7 +9,6 @@ first runs the same load on a worker with windows switched off, so both rates co
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -18,12 +17,19 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from plugwatch.bench.corpus import LogCorpus
-from plugwatch.bench.ingest import http_counter, ingest_count, say, start_worker, stop_worker
+from plugwatch.bench.ingest import (
+    PARTITIONS,
+    http_counter,
+    ingest_count,
+    say,
+    start_worker,
+    stop_worker,
+    worker_env,
+)
 from plugwatch.embedded import EmbeddedBroker, free_port
 from plugwatch.settings import Topics
 from plugwatch.streams.topics import ensure_topics
 
-PARTITIONS = 4
 
 
 def rss_mib(pid: int) -> float:
@@ -87,16 +93,7 @@ def run_phase(
     topics = Topics(**{name: f"bench.{run_id}.{label}.{value}" for name, value in Topics().model_dump().items()})
     asyncio.run(ensure_topics(broker.bootstrap_servers, topics.all_names(), PARTITIONS))
     port = free_port()
-    env = {
-        **os.environ,
-        "PLUGWATCH_BROKER_URL": broker.url,
-        "PLUGWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "PLUGWATCH_APP_ID": f"bench-{label}-{run_id}",
-        "PLUGWATCH_DATA_DIR": str(workdir / label),
-        "PLUGWATCH_WEB_PORT": str(port),
-        "PLUGWATCH_WINDOW__ENABLED": "true" if windows else "false",
-        **{f"PLUGWATCH_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-    }
+    env = worker_env(broker.url, topics, f"bench-{label}-{run_id}", workdir / label, port, windows)
     proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)], env, workdir / f"{label}.log")
     try:
         health = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code)  # type: ignore[arg-type,return-value]

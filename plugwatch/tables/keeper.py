@@ -95,12 +95,13 @@ class WindowKeeper:
         estimator = self.estimator(key)
         estimator.observe(signal, record)
         corrected = estimator.correct(signal, record)
-        self._note_offset(key, source_of(record), signal, corrected - raw_ts)
+        source = source_of(record)
+        self._note_offset(key, source, signal, corrected - raw_ts)
         if corrected < self.now_ms() - self.window_ms:
             return False
         new_key = key not in self.key_partition
         self.key_partition[key] = partition
-        self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json)
+        self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json, source)
         if new_key and partition in self.complete_from:
             # The partition's replay found nothing of this key: it is complete since the replay start.
             self.windows.mark_rebuilt(key, self.complete_from[partition])

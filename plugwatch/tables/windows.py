@@ -134,11 +134,20 @@ class WindowStore:
         self._expired = 0
 
     def add(
-        self, key: str, signal: str, record: dict, corrected_ts: int, raw_ts: int, size: int, raw_json: bytes | None = None
+        self,
+        key: str,
+        signal: str,
+        record: dict,
+        corrected_ts: int,
+        raw_ts: int,
+        size: int,
+        raw_json: bytes | None = None,
+        source: str | None = None,
     ) -> None:
         """Insert at its corrected time; a redelivered event_id is ignored. O(log n) plus evictions.
 
-        ``raw_json`` (the record's JSON, ``size`` bytes) is stored instead of the dict when given.
+        ``raw_json`` (the record's JSON, ``size`` bytes) is stored instead of the dict when given;
+        ``source`` saves deriving the record's source again when the caller already has it.
         """
         window = self._windows.get(key)
         if window is None:
@@ -157,7 +166,8 @@ class WindowStore:
             return
         stored = record if raw_json is None else raw_json
         # Interned: a plugin has a handful of sources, held by thousands of entries.
-        entry = WindowEntry(corrected_ts, raw_ts, signal, sys.intern(source_of(record)), event_id, size, stored)
+        source = sys.intern(source if source is not None else source_of(record))
+        entry = WindowEntry(corrected_ts, raw_ts, signal, source, event_id, size, stored)
         times = window.times
         if not times or corrected_ts >= times[-1]:
             at = len(times)
