@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration bench bench-mask bench-window clean
+.PHONY: install chromium run demo test test-unit test-integration bench bench-mask bench-window clean
 
 install: $(STAMP)
 
@@ -17,13 +17,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/plugwatch up
 
-test: $(STAMP)
+demo: $(STAMP)
+	$(BIN)/plugwatch demo
+
+# The report page is checked in headless Chromium (Debian's package): installed here when missing.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium package (for the report page test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) chromium
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: $(STAMP)

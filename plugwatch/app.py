@@ -13,10 +13,12 @@ from typing import Any
 import faust
 
 from plugwatch import metrics
+from plugwatch.agents.reports import ReportService, chain_id
 from plugwatch.ingest import IngestPipeline
 from plugwatch.logs import install_log_masking
 from plugwatch.masking import MaskingEngine
 from plugwatch.settings import Settings, get_settings
+from plugwatch.sinks.audit import AuditLog
 from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
 from plugwatch.sinks.topics import TopicSink
@@ -70,13 +72,21 @@ class Services:
             max_rows=settings.ingest.clickhouse_batch_rows,
             max_delay_s=settings.ingest.clickhouse_batch_delay_s,
         )
+        self.audit = AuditLog(chain_id(settings), topics=self.topics, topic=settings.topics.audit,
+                              clickhouse=self.clickhouse, masker=self.masker)
+        self.reports = ReportService(settings, masker=self.masker, tail=self.tail, clickhouse=self.clickhouse,
+                                     topics=self.topics, audit=self.audit)
+        self.alert_partitions = settings.topic_partitions  # the alert topic's real size, set at start
 
     async def start(self) -> None:
         await self.clickhouse.start()
         await self.topics.start()
         self.telemetry_rows.start()
+        await self.audit.start()
         if self.settings.window.enabled:
             await self.tail.start()
+        if self.settings.reports.enabled:
+            self.reports.start()
 
     async def save_skew(self) -> None:
         rows = self.tail.take_dirty_snapshots()
@@ -84,12 +94,14 @@ class Services:
             await self.clickhouse.save_skew(rows)
 
     async def stop(self) -> None:
+        await self.reports.stop()
         await self.tail.stop()
         try:
             await self.save_skew()
         except Exception as exc:  # never block shutdown on it; the next owner replays the window
             log.warning("clock-skew state not saved at shutdown: %s", exc)
         await self.telemetry_rows.stop()
+        await self.audit.stop()
         await self.topics.stop()
         await self.clickhouse.close()
 
@@ -145,6 +157,7 @@ class PlugwatchApp(faust.App):
         )
         # Keys map to partitions by the masked topics' real size (a pre-existing topic may differ).
         self.services.tail.partitions = counts[self.settings.topics.masked_logs]
+        self.services.alert_partitions = counts[self.settings.topics.alerts]
         log.info("topics ready: %d topics", len(counts))
 
     async def on_start(self) -> None:
@@ -159,6 +172,7 @@ class PlugwatchApp(faust.App):
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchApp:
     from plugwatch.agents.ingest import register_ingest_agents
+    from plugwatch.agents.reports import register_report_agent
     from plugwatch.agents.windows import register_window_timers
     from plugwatch.web.views import register_views
 
@@ -166,6 +180,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchA
     app = PlugwatchApp(settings, **overrides)
     register_ingest_agents(app)
     register_window_timers(app)
+    if settings.reports.enabled:
+        register_report_agent(app)
     register_views(app)
     return app
 

@@ -74,21 +74,21 @@ class IngestPipeline:
         """Decode, validate and mask one message, appending to ``out``. Never raises."""
         out.messages += 1
         if raw is None:
-            out.deadletters.append(self._deadletter("empty", "message has no value", raw, source, signal))
+            out.deadletters.append(self.deadletter("empty", "message has no value", raw, source, signal))
             return
         try:
             decoded, encoding = decode_message(raw, signal, max_bytes=self.max_bytes)
         except DecodeError as exc:
-            out.deadletters.append(self._deadletter(exc.reason, str(exc), raw, source, signal))
+            out.deadletters.append(self.deadletter(exc.reason, str(exc), raw, source, signal))
             return
         except Exception as exc:  # a codec bug must not stop the partition
             out.deadletters.append(
-                self._deadletter("decode_error", f"{type(exc).__name__} while decoding", raw, source, signal)
+                self.deadletter("decode_error", f"{type(exc).__name__} while decoding", raw, source, signal)
             )
             return
         if not decoded:
             out.deadletters.append(
-                self._deadletter("empty", f"{encoding} message holds no records", raw, source, signal)
+                self.deadletter("empty", f"{encoding} message holds no records", raw, source, signal)
             )
             return
         for index, item in enumerate(decoded):
@@ -96,7 +96,7 @@ class IngestPipeline:
                 record = validate(signal, item)
             except RecordError as exc:
                 out.deadletters.append(
-                    self._deadletter(exc.reason, str(exc), raw, source, signal, index, item, encoding)
+                    self.deadletter(exc.reason, str(exc), raw, source, signal, index, item, encoding)
                 )
                 continue
             record["event_id"] = f"{source.topic}:{source.partition}:{source.offset}:{index}"
@@ -106,7 +106,7 @@ class IngestPipeline:
                 masked, stats = self.masker.mask(record)
             except Exception as exc:  # fail closed: the record is not passed on unmasked
                 out.deadletters.append(
-                    self._deadletter("masking_error", type(exc).__name__, None, source, signal, index, None, encoding)
+                    self.deadletter("masking_error", type(exc).__name__, None, source, signal, index, None, encoding)
                 )
                 continue
             out.mask_stats += stats
@@ -114,13 +114,13 @@ class IngestPipeline:
                 masked["masking_violation"] = True
             if not masked.get("tenant_id") or not masked.get("plugin_id"):
                 out.deadletters.append(
-                    self._deadletter("masking_error", "tenant_id or plugin_id was masked away", None, source, signal, index)
+                    self.deadletter("masking_error", "tenant_id or plugin_id was masked away", None, source, signal, index)
                 )
                 continue
             out.records.append(MaskedRecord(plugin_key(masked), masked, orjson.dumps(masked)))
             out.encodings[encoding] += 1
 
-    def _deadletter(
+    def deadletter(
         self,
         reason: str,
         detail: str,

@@ -78,6 +78,36 @@ CLOCK_SKEW = Gauge(
     registry=REGISTRY,
 )
 
+DEBUG_REPORT_GENERATE_MS = Histogram(
+    "debug_report_generate_ms",
+    "Milliseconds from an alert consumed (or a report requested) to its report written",
+    buckets=(10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2500, 5000, 10000, 60000),
+    registry=REGISTRY,
+)
+DEBUG_REPORT_FAILURES = Counter(
+    "debug_report_failure_total",
+    "Reports that could not be built or written (the alert stays unacknowledged and is retried)",
+    registry=REGISTRY,
+)
+DEBUG_REPORTS = Counter(
+    "plugwatch_debug_reports_total",
+    "Report revisions written, by trigger (alert, api, late_data) and completeness",
+    ["trigger", "complete"],
+    registry=REGISTRY,
+)
+ALERTS_REJECTED = Counter(
+    "plugwatch_alerts_rejected_total", "Alerts sent to the dead-letter topic, by reason", ["reason"], registry=REGISTRY
+)
+EXPORTS = Counter(
+    "plugwatch_debug_exports_total",
+    "Export links issued and downloads served or refused, by action and outcome",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
+AUDIT_RECORDS = Counter(
+    "plugwatch_audit_records_total", "Audit records written, by action", ["action"], registry=REGISTRY
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

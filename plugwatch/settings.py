@@ -101,6 +101,28 @@ class WindowSettings(BaseModel):
         return int(self.minutes * 60_000)
 
 
+class ReportSettings(BaseModel):
+    """Diagnostic reports (DESIGN §6)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    # Build once the plugin's telemetry has been consumed past the alert's time, or after this grace.
+    grace_ms: int = Field(500, ge=0, le=500, description="the issue's bound: at most 500 ms")
+    # Telemetry for a report's window arriving this long after the report makes a new revision.
+    revision_horizon_s: float = Field(120, ge=0)
+    revision_check_s: float = Field(0.5, gt=0)
+    max_open: int = Field(2000, ge=1, description="reports watched for late data at once")
+    cached: int = Field(1000, ge=1, description="recent reports served from memory")
+    clickhouse_rows: int = Field(20_000, ge=1, description="max rows per signal read in a fallback")
+    export_ttl_s: int = Field(86_400, ge=1, le=7 * 86_400)
+    # Base of the links put in reports; empty -> http://<web_host>:<web_port>
+    public_url: str = ""
+    export_key: SecretStr = SecretStr("plugwatch-dev-export-key")
+    template: Path | None = None  # None -> <config_dir>/plugins/debug/report_template.yaml
+    owners: Path | None = None  # None -> <config_dir>/plugins/owners.yaml
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PLUGWATCH_",
@@ -130,6 +152,7 @@ class Settings(BaseSettings):
     topics: Topics = Topics()
     ingest: IngestSettings = IngestSettings()
     window: WindowSettings = WindowSettings()
+    reports: ReportSettings = ReportSettings()
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     broker_rebalance_timeout_s: float = 10.0
@@ -183,6 +206,18 @@ class Settings(BaseSettings):
     @property
     def access_path(self) -> Path:
         return self.access_file or self.config_dir / "security" / "access.yaml"
+
+    @property
+    def report_template_path(self) -> Path:
+        return self.reports.template or self.config_dir / "plugins" / "debug" / "report_template.yaml"
+
+    @property
+    def owners_path(self) -> Path:
+        return self.reports.owners or self.config_dir / "plugins" / "owners.yaml"
+
+    @property
+    def public_url(self) -> str:
+        return (self.reports.public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
     def with_overrides(self, **values: Any) -> Settings:
         """A copy with some values replaced (settings are frozen)."""

@@ -139,6 +139,66 @@ class ClickHouse:
         )
         return {key: orjson.loads(snapshot) for key, snapshot in rows}
 
+    async def insert_report(self, report: dict[str, Any]) -> None:
+        """One report revision into ``debug_reports`` (the whole masked report as JSON in ``report``)."""
+        completeness = report.get("completeness") or {}
+        await self.insert_rows("debug_reports", [{
+            "report_id": report["report_id"],
+            "revision": report["revision"],
+            "alert_id": report["alert_id"],
+            "tenant_id": report["tenant_id"],
+            "plugin_id": report["plugin_id"],
+            "owner": report.get("owner") or "",
+            "fingerprint": report.get("fingerprint") or "",
+            "generated_at": report["generated_at"] / 1000,
+            "generated_ms": report.get("generated_ms"),
+            "complete": bool(completeness.get("complete", True)),
+            "fallback_used": bool(completeness.get("fallback_used", False)),
+            "coverage": float(completeness.get("coverage", 1.0)),
+            "report": orjson.dumps(report).decode(),
+        }])
+
+    async def latest_report(self, report_id: str) -> dict[str, Any] | None:
+        _, rows = await self.query(
+            f"SELECT report FROM {self.database}.debug_reports FINAL WHERE report_id = {{id:String}} "
+            "ORDER BY revision DESC LIMIT 1",
+            {"id": report_id},
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def telemetry(
+        self, signal: str, tenant_id: str, plugin_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[str]:
+        """The masked records (raw JSON) of one plugin with their own time in [from_ms, to_ms]."""
+        table = TELEMETRY_TABLES[signal]
+        column = table.time_column
+        _, rows = await self.query(
+            f"SELECT raw FROM {self.database}.{table.name} FINAL "
+            "WHERE tenant_id = {tenant:String} AND plugin_id = {plugin:String} "
+            f"AND {column} BETWEEN fromUnixTimestamp64Milli({{lo:Int64}}) AND fromUnixTimestamp64Milli({{hi:Int64}}) "
+            f"ORDER BY {column} LIMIT {int(limit)}",
+            {"tenant": tenant_id, "plugin": plugin_id, "lo": from_ms, "hi": to_ms},
+        )
+        return [row[0] for row in rows]
+
+    async def insert_audit(self, records: Sequence[dict[str, Any]]) -> None:
+        await self.insert_rows("audit_log", [
+            {**{k: r[k] for k in ("chain", "seq", "audit_id", "action", "actor", "tenant_id", "plugin_id",
+                                  "target", "outcome", "prev_hash", "hash")},
+             "ts": r["ts"] / 1000, "details": orjson.dumps(r.get("details") or {}).decode(),
+             "record": orjson.dumps(r).decode()}
+            for r in records
+        ])
+
+    async def audit_head(self, chain: str) -> tuple[int, str] | None:
+        """(seq, hash) of a chain's last audit record, to continue it after a restart."""
+        _, rows = await self.query(
+            f"SELECT seq, hash FROM {self.database}.audit_log FINAL WHERE chain = {{chain:String}} "
+            "ORDER BY seq DESC LIMIT 1",
+            {"chain": chain},
+        )
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
     async def query(
         self,
         sql: str,

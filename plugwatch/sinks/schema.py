@@ -102,9 +102,67 @@ def skew_state_sql(database: str) -> str:
     )
 
 
+def debug_reports_sql(database: str) -> str:
+    """Every revision of every report; the latest revision of a report is the one with the highest number."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.debug_reports (\n"
+        "    report_id String,\n"
+        "    revision UInt32,\n"
+        "    alert_id String,\n"
+        "    tenant_id LowCardinality(String),\n"
+        "    plugin_id LowCardinality(String),\n"
+        "    owner String,\n"
+        "    fingerprint String,\n"
+        "    generated_at DateTime64(3, 'UTC'),\n"
+        "    generated_ms Nullable(UInt32),\n"
+        "    complete Bool,\n"
+        "    fallback_used Bool,\n"
+        "    coverage Float32,\n"
+        "    report String CODEC(ZSTD(3)),\n"
+        "    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(inserted_at)\n"
+        "PARTITION BY toYYYYMM(generated_at)\n"
+        "ORDER BY (tenant_id, plugin_id, report_id, revision)\n"
+        f"TTL toDateTime(generated_at) + INTERVAL {REPORTS_TTL_DAYS} DAY"
+    )
+
+
+def audit_log_sql(database: str) -> str:
+    """Hash-chained audit records (plugwatch.audit.chain): one chain per writer, ordered by seq."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.audit_log (\n"
+        "    chain String,\n"
+        "    seq UInt64,\n"
+        "    audit_id String,\n"
+        "    ts DateTime64(3, 'UTC'),\n"
+        "    action LowCardinality(String),\n"
+        "    actor String,\n"
+        "    tenant_id String,\n"
+        "    plugin_id String,\n"
+        "    target String,\n"
+        "    outcome LowCardinality(String),\n"
+        "    details String,\n"
+        "    prev_hash String,\n"
+        "    hash String,\n"
+        "    record String CODEC(ZSTD(3)),\n"
+        "    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(inserted_at)\n"
+        "PARTITION BY toYYYYMM(ts)\n"
+        "ORDER BY (chain, seq)\n"
+        f"TTL toDateTime(ts) + INTERVAL {AUDIT_TTL_DAYS} DAY"
+    )
+
+
+# Reports stay as long as the audit trail that refers to them; both at least the 180 days asked.
+REPORTS_TTL_DAYS = 400
+AUDIT_TTL_DAYS = 400
+
+
 def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
     return (
         [f"CREATE DATABASE IF NOT EXISTS {database}"]
         + [table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()]
-        + [skew_state_sql(database)]
+        + [skew_state_sql(database), debug_reports_sql(database), audit_log_sql(database)]
     )

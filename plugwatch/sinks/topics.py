@@ -95,8 +95,8 @@ class TopicSink:
             await asyncio.gather(*pending)
         return count
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        await (await self.producer.send(topic, value, key=key))
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
+        await (await self.producer.send(topic, value, key=key, partition=partition))
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None

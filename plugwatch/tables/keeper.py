@@ -67,6 +67,7 @@ class WindowKeeper:
         self.retime: set[str] = set()  # keys whose estimates moved since their entries were placed
         self.retime_threshold_ms = 20
         self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
+        self.watermarks: dict[str, int] = {}  # key -> newest corrected time applied
 
     # Pure bookkeeping ---------------------------------------------------------------------------
 
@@ -102,12 +103,22 @@ class WindowKeeper:
         new_key = key not in self.key_partition
         self.key_partition[key] = partition
         self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json, source)
+        if corrected > self.watermarks.get(key, corrected - 1):
+            self.watermarks[key] = corrected
         if new_key and partition in self.complete_from:
             # The partition's replay found nothing of this key: it is complete since the replay start.
             self.windows.mark_rebuilt(key, self.complete_from[partition])
         self.dirty.add(key)
         self.applied += 1
         return True
+
+    def watermark(self, key: str) -> int | None:
+        """The newest corrected time of the plugin's telemetry applied so far (None: none yet)."""
+        return self.watermarks.get(key)
+
+    def count(self, key: str, from_ms: int, to_ms: int) -> int:
+        """Records of the plugin held with a corrected time in ``[from_ms, to_ms]``."""
+        return self.windows.count(key, from_ms, to_ms)
 
     def _note_offset(self, key: str, source: str, signal: str, offset: int) -> None:
         """Remember the offset a key's entries of (source, signal) were placed with; when the estimate
@@ -149,9 +160,9 @@ class WindowKeeper:
         result = self.windows.slice(key, from_ms, to_ms, signals)
         partition = self.partition_of(key)
         if partition not in self.owned:
-            return Slice(result.entries, False, result.complete_from, f"partition {partition} is owned by another worker")
+            return Slice(result.entries, False, None, f"partition {partition} is owned by another worker")
         if partition in self.rebuilding:
-            return Slice(result.entries, False, result.complete_from, f"partition {partition} is being rebuilt")
+            return Slice(result.entries, False, None, f"partition {partition} is being rebuilt")
         return result
 
     def forget_partitions(self, partitions: set[int]) -> None:
@@ -160,6 +171,7 @@ class WindowKeeper:
                 self.windows.forget(key)
                 self.skew.pop(key, None)
                 self.placed_offsets.pop(key, None)
+                self.watermarks.pop(key, None)
                 del self.key_partition[key]
 
     def rebuilt(self, partition: int, rebuild: Rebuild) -> None:

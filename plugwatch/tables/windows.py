@@ -211,6 +211,14 @@ class WindowStore:
                                                f"rebalance; read [{from_ms}, {to_ms}] from ClickHouse")
         return self._judge(key, entries, window.complete_from, from_ms, to_ms, window)
 
+    def count(self, key: str, from_ms: int, to_ms: int) -> int:
+        """How many entries of ``key`` have ``from_ms <= corrected_ts <= to_ms`` (two bisections)."""
+        window = self._windows.get(key)
+        if window is None:
+            return 0
+        lo = bisect_left(window.times, from_ms, window.head)
+        return bisect_right(window.times, to_ms, lo) - lo
+
     def _judge(self, key: str, entries: list[WindowEntry], complete_from: int, from_ms: int, to_ms: int,
                window: _KeyWindow | None = None) -> Slice:
         if from_ms >= complete_from:

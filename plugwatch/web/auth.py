@@ -81,3 +81,11 @@ class Access:
         if roles and not principal.has_any_role(*roles):
             raise AuthError(403, "forbidden", f"needs one of the roles: {', '.join(roles)}")
         return principal
+
+
+def may_read_plugin(principal: Principal, tenant_id: str, owner_principals: frozenset[str] = frozenset()) -> bool:
+    """Reports and exports of a plugin (DESIGN §8): the security and auditor roles (within their
+    tenants), the plugin's owners, and principals of the plugin's own tenant -- named, not by "*"."""
+    if principal.has_any_role("security", "auditor") and principal.may_see_tenant(tenant_id):
+        return True
+    return principal.name in owner_principals or tenant_id in principal.tenants

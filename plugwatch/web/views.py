@@ -176,8 +176,11 @@ class Window(PluginDebugView):
 
 
 def register_views(app: PlugwatchApp) -> None:
+    from plugwatch.web.reports import register_report_views
+
     app.page("/healthz")(Health)
     app.page("/metrics")(Metrics)
     app.page("/internal/sql")(Sql)
     app.page("/internal/debug/skew")(Skew)
     app.page("/internal/debug/window")(Window)
+    register_report_views(app)

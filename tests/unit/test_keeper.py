@@ -93,3 +93,15 @@ def test_entries_placed_before_the_skew_was_known_are_moved_when_it_is(keeper, c
     logs = keeper.slice(key, base - 10_000, NOW_MS, ["logs"]).entries
     assert len(logs) == 60
     assert all(abs(e.corrected_ts - (e.raw_ts - 3000)) <= 50 for e in logs)
+
+
+def test_watermark_is_the_newest_corrected_time_and_count_bisects_the_window(keeper):
+    assert keeper.watermark("acme/a") is None and keeper.count("acme/a", 0, NOW_MS) == 0
+    keeper.apply("logs", "acme/a", log("acme/a", NOW_MS - 5_000), 100, 0)
+    keeper.apply("logs", "acme/a", log("acme/a", NOW_MS - 9_000), 100, 0)
+    keeper.apply("logs", "acme/a", log("acme/a", NOW_MS - 7_000), 100, 0)
+    assert keeper.watermark("acme/a") == NOW_MS - 5_000
+    assert keeper.count("acme/a", NOW_MS - 9_000, NOW_MS - 7_000) == 2  # both ends included
+    assert keeper.count("acme/a", NOW_MS - 4_999, NOW_MS) == 0
+    keeper.forget_partitions({0})
+    assert keeper.watermark("acme/a") is None

@@ -1,0 +1,1 @@
+"""Diagnostic reports: pure builder, template, HTML page, export links."""

@@ -1,0 +1,111 @@
+"""When to build a report, and when to build it again (pure; the report service drives it).
+
+Late data: an alert may arrive before the telemetry it refers to. A pending alert is due once the
+plugin's telemetry has been consumed past the alert's time (the keeper's per-plugin watermark, in
+corrected time), or once ``grace_ms`` has passed since the alert was consumed, whichever comes first.
+
+After its first revision a report stays open for ``horizon_ms``: when, in that time, the plugin's
+window holds more records inside the report's window (corrected time) than the last revision was
+built from, the late telemetry makes a new revision. Counting (two bisections a report) rather than
+watching arrivals leaves no gap between taking a slice and starting to watch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from plugwatch.reports.model import Alert
+
+
+@dataclass
+class Pending:
+    alert: Alert
+    report_id: str
+    window: tuple[int, int]
+    consumed_at: int  # ms on the scheduler's clock
+    due_at: int
+
+
+@dataclass
+class OpenReport:
+    alert: Alert
+    report_id: str
+    window: tuple[int, int]
+    consumed_at: int
+    revision: int
+    entries: int  # records the window held inside ``window`` when the last revision was built
+    open_until: int
+    building: bool = False
+
+
+class ReportScheduler:
+    def __init__(self, *, grace_ms: int, horizon_ms: int, max_open: int, clock: Callable[[], int]):
+        self.grace_ms = grace_ms
+        self.horizon_ms = horizon_ms
+        self.max_open = max_open
+        self.clock = clock
+        self.pending: dict[str, Pending] = {}  # report_id -> waiting for its first build
+        self.open: OrderedDict[str, OpenReport] = OrderedDict()  # report_id -> watching for late data
+
+    # First revision ----------------------------------------------------------------------------
+
+    def add(self, alert: Alert, report_id: str, window: tuple[int, int]) -> Pending:
+        """An alert was consumed. A redelivered alert already waiting or open is not added twice."""
+        existing = self.pending.get(report_id)
+        if existing is not None:
+            return existing
+        now = self.clock()
+        pending = Pending(alert, report_id, window, now, now + self.grace_ms)
+        self.pending[report_id] = pending
+        return pending
+
+    def due(self, watermark: Callable[[str], int | None]) -> list[Pending]:
+        """Pending alerts to build now: telemetry consumed past the alert's time, or grace over."""
+        now = self.clock()
+        ready = []
+        for pending in self.pending.values():
+            seen = watermark(pending.alert.key)
+            if now >= pending.due_at or (seen is not None and seen >= pending.alert.ts):
+                ready.append(pending)
+        for pending in ready:
+            del self.pending[pending.report_id]
+        return ready
+
+    def next_deadline(self) -> int | None:
+        return min((p.due_at for p in self.pending.values()), default=None)
+
+    # Later revisions ---------------------------------------------------------------------------
+
+    def built(self, report_id: str, alert: Alert, window: tuple[int, int], consumed_at: int,
+              revision: int, entries: int) -> OpenReport:
+        """A revision was written; watch its window for late telemetry."""
+        report = self.open.pop(report_id, None)
+        if report is None:
+            report = OpenReport(alert, report_id, window, consumed_at, revision, entries, 0)
+        report.revision, report.entries, report.building = revision, entries, False
+        report.open_until = self.clock() + self.horizon_ms
+        self.open[report_id] = report
+        while len(self.open) > self.max_open:
+            self.open.popitem(last=False)  # the oldest stops being watched
+        return report
+
+    def revisions_due(self, held: Callable[[str, int, int], int]) -> list[OpenReport]:
+        """Open reports whose window now holds more records than their last revision was built
+        from (``held(key, from_ms, to_ms)``); closes the ones past their horizon."""
+        now = self.clock()
+        for report_id in [rid for rid, r in self.open.items() if r.open_until <= now and not r.building]:
+            del self.open[report_id]
+        due = [r for r in self.open.values() if not r.building and held(r.alert.key, *r.window) > r.entries]
+        for report in due:
+            report.building = True
+        return due
+
+    def unchanged(self, report_id: str, entries: int | None = None) -> None:
+        """A rebuild was not written (failed, or found nothing new): keep watching from ``entries``."""
+        report = self.open.get(report_id)
+        if report is not None:
+            report.building = False
+            if entries is not None:
+                report.entries = entries

@@ -1,0 +1,128 @@
+"""When reports are built and rebuilt: late data, grace, revisions (pure, with a controllable clock)."""
+
+from __future__ import annotations
+
+from plugwatch.reports.model import Alert
+from plugwatch.reports.owners import Owners
+from plugwatch.reports.schedule import ReportScheduler
+from plugwatch.web.auth import Principal, may_read_plugin
+
+T = 1_795_500_000_000
+
+
+class Clock:
+    def __init__(self, now: int = T):
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def alert(alert_id: str = "a1", ts: int = T, plugin: str = "p") -> Alert:
+    return Alert(alert_id=alert_id, ts=ts, tenant_id="acme", plugin_id=plugin)
+
+
+def scheduler(clock: Clock, **kw) -> ReportScheduler:
+    return ReportScheduler(grace_ms=kw.get("grace_ms", 500), horizon_ms=kw.get("horizon_ms", 60_000),
+                           max_open=kw.get("max_open", 100), clock=clock)
+
+
+def test_an_alert_waits_for_telemetry_past_its_time_then_builds_at_once():
+    clock = Clock()
+    s = scheduler(clock)
+    s.add(alert(), "r1", (T - 300_000, T))
+    marks = {"acme/p": T - 5_000}
+    assert s.due(marks.get) == []  # telemetry consumed only up to 5 s before the alert
+    clock.now += 100
+    marks["acme/p"] = T + 10
+    due = s.due(marks.get)
+    assert [p.report_id for p in due] == ["r1"]
+    assert s.due(marks.get) == []  # handed out once
+
+
+def test_without_telemetry_the_grace_decides():
+    clock = Clock()
+    s = scheduler(clock, grace_ms=500)
+    s.add(alert(), "r1", (T - 300_000, T))
+    clock.now += 499
+    assert s.due(lambda key: None) == []
+    assert s.next_deadline() == T + 500
+    clock.now += 1
+    assert [p.report_id for p in s.due(lambda key: None)] == ["r1"]
+
+
+def test_a_redelivered_alert_is_not_scheduled_twice():
+    clock = Clock()
+    s = scheduler(clock)
+    first = s.add(alert(), "r1", (T - 300_000, T))
+    clock.now += 200
+    again = s.add(alert(), "r1", (T - 300_000, T))
+    assert again is first and again.consumed_at == T
+
+
+def test_more_records_inside_the_window_make_a_revision_records_after_it_do_not():
+    clock = Clock()
+    s = scheduler(clock)
+    held = {"acme/p": [T - 10_000] * 10}
+
+    def count(key, lo, hi):
+        return sum(lo <= ts <= hi for ts in held.get(key, []))
+
+    s.built("r1", alert(), (T - 300_000, T), T, revision=1, entries=10)
+    held["acme/p"].append(T + 5_000)  # after the window: no revision
+    held["acme/other"] = [T - 1_000]  # another plugin
+    assert s.revisions_due(count) == []
+    held["acme/p"].append(T - 1_000)
+    due = s.revisions_due(count)
+    assert [r.report_id for r in due] == ["r1"] and due[0].revision == 1
+    assert s.revisions_due(count) == []  # being built
+    s.built("r1", alert(), (T - 300_000, T), T, revision=2, entries=11)
+    assert s.open["r1"].revision == 2 and s.revisions_due(count) == []
+
+
+def test_a_rebuild_that_was_not_written_keeps_watching_from_what_it_saw():
+    clock = Clock()
+    s = scheduler(clock)
+    s.built("r1", alert(), (T - 300_000, T), T, revision=1, entries=10)
+    (report,) = s.revisions_due(lambda key, lo, hi: 11)
+    s.unchanged("r1", 11)
+    assert s.revisions_due(lambda key, lo, hi: 11) == []
+    assert [r.report_id for r in s.revisions_due(lambda key, lo, hi: 12)] == ["r1"]
+
+
+def test_reports_stop_being_watched_after_the_horizon_and_beyond_max_open():
+    clock = Clock()
+    s = scheduler(clock, horizon_ms=1_000, max_open=2)
+    for i in range(3):
+        s.built(f"r{i}", alert(f"a{i}"), (T - 300_000, T), T, revision=1, entries=1)
+    assert list(s.open) == ["r1", "r2"]  # the oldest went
+    clock.now += 1_000
+    assert s.revisions_due(lambda key, lo, hi: 5) == [] and not s.open
+
+
+def test_owners_file_first_match_wins_and_missing_file_means_none(tmp_path):
+    path = tmp_path / "owners.yaml"
+    path.write_text(
+        "owners:\n"
+        "  - {tenant: acme, plugin: pay, owner: team-pay, principals: [pay-dev]}\n"
+        "  - {tenant: '*', plugin: '*', owner: oncall}\n"
+    )
+    owners = Owners.from_file(path)
+    assert owners.owner_of("acme", "pay") == "team-pay"
+    assert owners.principals_of("acme", "pay") == frozenset({"pay-dev"})
+    assert owners.owner_of("other", "x") == "oncall" and owners.principals_of("other", "x") == frozenset()
+    assert Owners.from_file(tmp_path / "absent.yaml").owner_of("acme", "pay") is None
+
+
+def test_reports_are_for_the_tenant_the_owners_security_and_auditors():
+    def who(name, roles, tenants):
+        return Principal(name, frozenset(roles), frozenset(tenants))
+
+    owners = frozenset({"pay-dev"})
+    assert may_read_plugin(who("sec", ["security"], ["*"]), "acme", owners)
+    assert may_read_plugin(who("aud", ["auditor"], ["acme"]), "acme", owners)
+    assert not may_read_plugin(who("aud", ["auditor"], ["globex"]), "acme", owners)
+    assert may_read_plugin(who("dev", ["developer"], ["acme"]), "acme", owners)
+    assert may_read_plugin(who("pay-dev", ["developer"], ["globex"]), "acme", owners)
+    assert not may_read_plugin(who("ops", ["ops"], ["*"]), "acme", owners)  # "*" is not the tenant
+    assert not may_read_plugin(who("dev", ["developer"], ["globex"]), "acme", owners)
