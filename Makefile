@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium run demo test test-unit test-integration bench bench-mask bench-window clean
+.PHONY: install chromium run demo test test-unit test-integration bench bench-mask bench-window bench-report clean
 
 install: $(STAMP)
 
@@ -42,8 +42,11 @@ bench: $(STAMP)
 bench-mask: $(STAMP)
 	$(BIN)/plugwatch bench mask
 
+bench-report: $(STAMP)
+	$(BIN)/plugwatch bench report
+
 bench-window: $(STAMP)
 	$(BIN)/plugwatch bench window
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis
+	rm -rf $(VENV) var demo-out .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """The ``plugwatch`` command: Faust's command line (``plugwatch worker`` …) plus plugwatch's own.
 
-Own commands: broker, up, produce, sql, mask, bench. Anything else goes to Faust's CLI with the
+Own commands: broker, up, demo, produce, sql, mask, bench. Anything else goes to Faust's CLI with the
 plugwatch app loaded, as ``faust -A plugwatch.app …`` would.
 """
 
@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from plugwatch.settings import get_settings
 
-OWN_COMMANDS = {"broker", "up", "produce", "sql", "mask", "bench"}
+OWN_COMMANDS = {"broker", "up", "produce", "sql", "mask", "bench", "demo"}
 DEV_TOKEN = "plugwatch-dev-token"
 
 
@@ -172,6 +173,40 @@ def sql(query: str, as_json: bool, token: str) -> None:
         click.echo(format_table(columns, rows))
 
 
+@cli.command()
+@click.option("--scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="JSON lines {topic, key, value} [default: examples/scenarios/incident.jsonl]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"),
+              show_default=True, help="where the reports, summary.json and other outputs go")
+@click.option("--timeout", default=120.0, show_default=True, help="seconds to wait for every alert's report")
+@click.option("--token", envvar="PLUGWATCH_TOKEN", default=DEV_TOKEN, show_default="$PLUGWATCH_TOKEN or the dev token")
+def demo(scenario: Path | None, out: Path, timeout: float, token: str) -> None:
+    """Run a scenario end to end: broker and worker (unless running), publish, wait for reports, collect.
+
+    Times in the scenario are shifted so its newest record is now. Everything the demo started is
+    stopped at the end, on Ctrl-C and on errors.
+    """
+    from plugwatch.demo import DemoError, Terminated, run_demo
+
+    try:
+        result = run_demo(scenario, out, timeout, token)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt as exc:
+        click.echo("interrupted; everything the demo started is stopped", err=True)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
+    for alert_id, alert in result.summary["alerts"].items():
+        click.echo(f"{alert_id}: report {alert['report_id']} revision {alert['revision']}, "
+                   f"built {alert['report_latency_ms']} ms after the alert was consumed")
+    for signal_id, risk in result.summary["risk_signals"].items():
+        click.echo(f"{signal_id}: {risk['state']}")
+    first = next(iter(result.report_files.values()), None)
+    if first:
+        click.echo(f"report: {first['html']}")
+        click.echo(f"        {first['json']}")
+    click.echo(f"summary: {result.summary_path}")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -207,6 +242,18 @@ def bench_window(seconds: float, plugins: int, baseline_seconds: float) -> None:
     from plugwatch.bench.window import run
 
     click.echo(run(seconds=seconds, plugins=plugins, baseline_seconds=baseline_seconds))
+
+
+@bench.command("report")
+@click.option("--alerts", default=200, show_default=True, help="alerts sent while the load runs")
+@click.option("--alert-rate", default=5.0, show_default=True, help="alerts per second")
+@click.option("--rate", default=6000.0, show_default=True, help="telemetry events/s produced as load")
+@click.option("--plugins", default=500, show_default=True, help="tenant/plugin keys of the load")
+def bench_report(alerts: int, alert_rate: float, rate: float, plugins: int) -> None:
+    """p50/p99 alert -> report latency while the same worker ingests the load."""
+    from plugwatch.bench.report import run
+
+    click.echo(run(alerts=alerts, alert_rate=alert_rate, rate=rate, plugins=plugins))
 
 
 @bench.command("mask")
