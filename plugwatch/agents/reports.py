@@ -35,7 +35,7 @@ from plugwatch.reports.builder import build_report, report_window
 from plugwatch.reports.exports import ExportSigner, ExportSpec
 from plugwatch.reports.model import Alert, Coverage, Links, ReportInput, Telemetry, parse_alert
 from plugwatch.reports.owners import Owners
-from plugwatch.reports.schedule import ReportScheduler
+from plugwatch.reports.schedule import Pending, ReportScheduler
 from plugwatch.reports.template import ReportTemplate, load_template
 from plugwatch.settings import Settings
 from plugwatch.sinks.audit import AuditLog
@@ -124,7 +124,7 @@ class ReportService:
         check_every = self.settings.reports.revision_check_s
         next_check = time.monotonic() + check_every
         while True:
-            for pending in self.scheduler.due(self.tail.watermark):
+            for pending in self.scheduler.due(self._telemetry_in):
                 self._spawn(self._first_revision(pending.alert, pending.report_id, pending.window, pending.consumed_at))
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + check_every
@@ -135,6 +135,13 @@ class ReportService:
                 await asyncio.wait_for(self._wakeup.wait(), 0.01 if self.scheduler.pending else check_every)
             except asyncio.TimeoutError:
                 pass
+
+    def _telemetry_in(self, pending: Pending) -> bool:
+        """The plugin's telemetry is consumed past the alert: its newest corrected time reached the
+        alert's, or the window applied everything ingest had written when the alert arrived."""
+        key = pending.alert.key
+        newest = self.tail.watermark(key)
+        return (newest is not None and newest >= pending.alert.ts) or self.tail.caught_up(key, pending.consumed_at)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

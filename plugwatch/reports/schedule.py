@@ -1,8 +1,10 @@
 """When to build a report, and when to build it again (pure; the report service drives it).
 
 Late data: an alert may arrive before the telemetry it refers to. A pending alert is due once the
-plugin's telemetry has been consumed past the alert's time (the keeper's per-plugin watermark, in
-corrected time), or once ``grace_ms`` has passed since the alert was consumed, whichever comes first.
+plugin's telemetry has been consumed past the alert's time, or once ``grace_ms`` has passed since the
+alert was consumed, whichever comes first. "Consumed past" is the caller's ``ready`` test; the
+service passes when the plugin's newest corrected time reached the alert's, or when its window has
+applied every record ingest wrote up to the alert's arrival (nothing is left in flight).
 
 After its first revision a report stays open for ``horizon_ms``: when, in that time, the plugin's
 window holds more records inside the report's window (corrected time) than the last revision was
@@ -61,17 +63,13 @@ class ReportScheduler:
         self.pending[report_id] = pending
         return pending
 
-    def due(self, watermark: Callable[[str], int | None]) -> list[Pending]:
-        """Pending alerts to build now: telemetry consumed past the alert's time, or grace over."""
+    def due(self, ready: Callable[[Pending], bool]) -> list[Pending]:
+        """Pending alerts to build now: ``ready(pending)`` (telemetry consumed past the alert), or grace over."""
         now = self.clock()
-        ready = []
-        for pending in self.pending.values():
-            seen = watermark(pending.alert.key)
-            if now >= pending.due_at or (seen is not None and seen >= pending.alert.ts):
-                ready.append(pending)
-        for pending in ready:
+        due = [p for p in self.pending.values() if now >= p.due_at or ready(p)]
+        for pending in due:
             del self.pending[pending.report_id]
-        return ready
+        return due
 
     def next_deadline(self) -> int | None:
         return min((p.due_at for p in self.pending.values()), default=None)

@@ -68,6 +68,8 @@ class WindowKeeper:
         self.retime_threshold_ms = 20
         self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
         self.watermarks: dict[str, int] = {}  # key -> newest corrected time applied
+        # partition -> newest broker timestamp of the masked records applied (the time ingest wrote them)
+        self.written_until: dict[int, int] = {}
 
     # Pure bookkeeping ---------------------------------------------------------------------------
 
@@ -115,6 +117,12 @@ class WindowKeeper:
     def watermark(self, key: str) -> int | None:
         """The newest corrected time of the plugin's telemetry applied so far (None: none yet)."""
         return self.watermarks.get(key)
+
+    def caught_up(self, key: str, at_ms: int) -> bool:
+        """Whether the plugin's masked partition has been applied past records written at ``at_ms``
+        or later: all that ingest had written for the plugin by then is in the window."""
+        seen = self.written_until.get(self.partition_of(key))
+        return seen is not None and seen >= at_ms
 
     def count(self, key: str, from_ms: int, to_ms: int) -> int:
         """Records of the plugin held with a corrected time in ``[from_ms, to_ms]``."""
@@ -166,6 +174,8 @@ class WindowKeeper:
         return result
 
     def forget_partitions(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.written_until.pop(partition, None)
         for key, partition in list(self.key_partition.items()):
             if partition in partitions:
                 self.windows.forget(key)

@@ -145,10 +145,14 @@ class MaskedTail(WindowKeeper):
             batches = await consumer.getmany(timeout_ms=self.idle_ms, max_records=10_000)
             for tp, records in batches.items():
                 signal = self.signal_of.get(tp.topic)
-                if signal is None:
+                if signal is None or not records:
                     continue
                 for message in records:
                     self._apply_message(signal, tp.partition, message)
+                # Broker timestamps of one partition come from the producers' clocks: keep the newest.
+                written = max(message.timestamp for message in records)
+                if written > self.written_until.get(tp.partition, 0):
+                    self.written_until[tp.partition] = written
             await self._track_rebuilds(consumer, batches)
 
     def _apply_message(self, signal: str, partition: int, message: Any) -> None:

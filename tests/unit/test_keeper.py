@@ -105,3 +105,11 @@ def test_watermark_is_the_newest_corrected_time_and_count_bisects_the_window(kee
     assert keeper.count("acme/a", NOW_MS - 4_999, NOW_MS) == 0
     keeper.forget_partitions({0})
     assert keeper.watermark("acme/a") is None
+
+
+def test_caught_up_once_the_plugins_partition_was_applied_past_a_time(keeper):
+    assert not keeper.caught_up("acme/b", NOW_MS)
+    keeper.written_until[1] = NOW_MS - 1
+    assert not keeper.caught_up("acme/b", NOW_MS)
+    keeper.written_until[1] = NOW_MS
+    assert keeper.caught_up("acme/b", NOW_MS) and not keeper.caught_up("acme/a", NOW_MS)  # other partition
