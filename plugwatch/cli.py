@@ -88,7 +88,7 @@ def up(loglevel: str) -> None:
 
     Ctrl-C (or SIGTERM) stops the worker, then the broker; nothing is left running.
     """
-    from plugwatch.embedded import BrokerError, die_with_parent
+    from plugwatch.embedded import BrokerError, die_with_parent, stop_process
 
     settings = get_settings()
     embedded = None
@@ -115,13 +115,7 @@ def up(loglevel: str) -> None:
             code = exited or 1
             click.echo(f"a component exited (code {exited}); stopping", err=True)
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        stop_process(worker)
         if embedded is not None:
             embedded.stop()
     sys.exit(code)

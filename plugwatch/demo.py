@@ -399,14 +399,10 @@ class Stack:
         return f"; last lines of {self.worker_log}:\n" + "\n".join(tail) if tail else ""
 
     def stop(self) -> None:
+        from plugwatch.embedded import stop_process
+
         worker, self.worker = self.worker, None
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        stop_process(worker)
         broker, self.broker = self.broker, None
         if broker is not None:
             broker.stop()

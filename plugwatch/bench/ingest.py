@@ -140,6 +140,15 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    health = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code)
+    deadline = time.monotonic() + timeout
+    while health() != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not become healthy; see {log}")
+        time.sleep(0.2)
+
+
 def http_counter(url: str, parse: Callable[[httpx.Response], int]) -> Callable[[], int | None]:
     client = httpx.Client(timeout=2)
 

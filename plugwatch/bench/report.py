@@ -21,7 +21,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from plugwatch.bench.corpus import LogCorpus
-from plugwatch.bench.ingest import PARTITIONS, http_counter, ingest_count, say, start_worker, stop_worker, worker_env
+from plugwatch.bench.ingest import (
+    PARTITIONS, http_counter, ingest_count, say, start_worker, stop_worker, wait_healthy, worker_env,
+)
 from plugwatch.embedded import EmbeddedBroker, free_port
 from plugwatch.settings import Topics
 from plugwatch.streams.topics import ensure_topics
@@ -123,12 +125,7 @@ def run(alerts: int = 200, alert_rate: float = 5.0, rate: float = 6000.0, plugin
         env = worker_env(broker.url, topics, f"bench-report-{run_id}", workdir / "data", port, windows=True)
         proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)], env, workdir / "worker.log")
         try:
-            health = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code)  # type: ignore[arg-type,return-value]
-            deadline = time.monotonic() + 90
-            while health() != 200:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"worker did not become healthy; see {workdir / 'worker.log'}")
-                time.sleep(0.2)
+            wait_healthy(port, proc, workdir / "worker.log")
             e2e, generated, load_rate = asyncio.run(drive(
                 broker.bootstrap_servers, topics, port, alerts=alerts, alert_rate=alert_rate, rate=rate,
                 plugins=plugins, warmup_s=warmup_s,

@@ -24,6 +24,7 @@ from plugwatch.bench.ingest import (
     say,
     start_worker,
     stop_worker,
+    wait_healthy,
     worker_env,
 )
 from plugwatch.embedded import EmbeddedBroker, free_port
@@ -96,12 +97,7 @@ def run_phase(
     env = worker_env(broker.url, topics, f"bench-{label}-{run_id}", workdir / label, port, windows)
     proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)], env, workdir / f"{label}.log")
     try:
-        health = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: r.status_code)  # type: ignore[arg-type,return-value]
-        deadline = time.monotonic() + 90
-        while health() != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{label} worker did not become healthy; see {workdir / f'{label}.log'}")
-            time.sleep(0.2)
+        wait_healthy(port, proc, workdir / f"{label}.log")
         corpus = LogCorpus(plugins=plugins, tenants=max(1, plugins // 20))
         return asyncio.run(
             drive(broker.bootstrap_servers, topics.logs, corpus, seconds, max_lag, port, proc.pid, label)

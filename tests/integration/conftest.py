@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from plugwatch.embedded import EmbeddedBroker, die_with_parent, free_port
+from plugwatch.embedded import EmbeddedBroker, die_with_parent, free_port, stop_process
 from plugwatch.settings import Topics
 from plugwatch.streams.topics import ensure_topics
 
@@ -156,13 +155,7 @@ class Worker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         self.http.close()
 
 
@@ -173,6 +166,18 @@ def worker(broker: EmbeddedBroker, access_file: Path, tmp_path: Path) -> Iterato
     started.stop()
     log = started.log_path.read_text(errors="replace")
     assert "--- Logging error ---" not in log, "the worker's own logging failed:\n" + started.log_tail()
+
+
+def wait_for(check: Any, timeout: float, what: str, worker: Worker) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with the worker's log tail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:500]}\n{worker.log_tail()}")
 
 
 def produce(broker: EmbeddedBroker, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:

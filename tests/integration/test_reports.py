@@ -15,7 +15,7 @@ from plugwatch.audit.chain import verify_chain
 from plugwatch.reports.model import Alert
 
 from ..browser import render_in_chromium
-from .conftest import TOKEN, Worker, consume, produce
+from .conftest import wait_for, TOKEN, Worker, consume, produce
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EMAIL = "li.wei@example.com"
@@ -25,17 +25,6 @@ PHONE = "13800138000"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def wait_for(check, timeout: float, what: str, worker: Worker) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:500]}\n{worker.log_tail()}")
 
 
 def report_of(worker: Worker, report_id: str, revision: int = 1) -> dict[str, Any] | None:

@@ -7,20 +7,9 @@ import uuid
 
 import orjson
 
-from .conftest import Worker, produce
+from .conftest import wait_for, Worker, produce
 
 NOW = int(time.time() * 1000)
-
-
-def wait_for(check, timeout: float, what: str, worker: Worker):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {str(last)[:500]}\n{worker.log_tail()}")
 
 
 def test_logs_stamped_3s_ahead_of_their_spans_land_at_the_corrected_time(worker, broker):

@@ -101,7 +101,7 @@ async def test_what_the_window_never_held_comes_from_clickhouse_once():
 async def test_a_failed_collection_still_gives_a_report_marked_incomplete_with_a_signed_link(keeper):
     keeper.owned = set()  # the plugin's partition went to another worker
     audit = AuditTrail()
-    svc = service(keeper, FakeClickHouse(error=ConnectionError(f"refused by http://u:Sup3rS3cret@ch:8123")), audit)
+    svc = service(keeper, FakeClickHouse(error=ConnectionError("refused by http://u:Sup3rS3cret@ch:8123")), audit)
     a = alert("p")
     report = await build(svc, a)
     completeness = report["completeness"]
