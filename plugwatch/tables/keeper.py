@@ -65,6 +65,7 @@ class WindowKeeper:
         self.dirty: set[str] = set()  # keys whose skew estimate changed since the last save
         self.complete_from: dict[int, int] = {}  # rebuilt partition -> time its windows are complete from
         self.retime: set[str] = set()  # keys whose estimates moved since their entries were placed
+        self.observed: set[str] = set()  # keys whose estimators learnt something since the last retime
         self.retime_threshold_ms = 20
         self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
         self.watermarks: dict[str, int] = {}  # key -> newest corrected time applied
@@ -97,6 +98,7 @@ class WindowKeeper:
             return False
         estimator = self.estimator(key)
         estimator.observe(signal, record)
+        self.observed.add(key)
         corrected = estimator.correct(signal, record)
         source = source_of(record)
         self._note_offset(key, source, signal, corrected - raw_ts)
@@ -142,7 +144,15 @@ class WindowKeeper:
 
     def recorrect_moved(self) -> int:
         """Re-index the windows of plugins whose skew estimates moved since their entries were
-        placed, so records placed before the skew was known follow what was learnt later."""
+        placed, so records placed before the skew was known follow what was learnt later.
+
+        A span arriving after its logs moves the logs' estimate without any new log to notice it,
+        so every plugin that learnt something since the last call is checked, not only those whose
+        own (source, signal) saw a new record."""
+        observed, self.observed = self.observed, set()
+        for key in observed:
+            if key not in self.retime and self._moved(key):
+                self.retime.add(key)
         moved_keys = 0
         for key in list(self.retime):
             estimator = self.skew.get(key)
@@ -154,6 +164,15 @@ class WindowKeeper:
             moved_keys += 1
         self.retime.clear()
         return moved_keys
+
+    def _moved(self, key: str) -> bool:
+        estimator, placed = self.skew.get(key), self.placed_offsets.get(key)
+        if estimator is None or not placed:
+            return False
+        return any(
+            abs(estimator.offset(source, signal) - offset) > self.retime_threshold_ms
+            for (source, signal), offset in list(placed.items())
+        )
 
     def offsets(self) -> list[tuple[str, str, str, int]]:
         """(plugin key, source, signal, offset ms) of every non-zero offset windows were placed with."""
@@ -181,6 +200,8 @@ class WindowKeeper:
                 self.windows.forget(key)
                 self.skew.pop(key, None)
                 self.placed_offsets.pop(key, None)
+                self.observed.discard(key)
+                self.retime.discard(key)
                 self.watermarks.pop(key, None)
                 del self.key_partition[key]
 

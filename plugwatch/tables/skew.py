@@ -291,6 +291,10 @@ class SkewEstimator:
             offset, basis = bound, "broker"
         return offset, basis, used
 
+    def offset(self, source: str, signal: str) -> int:
+        """The offset (ms) records of ``(source, signal)`` are corrected by now; 0 with no evidence."""
+        return self._offset(source, signal)
+
     def _offset(self, source: str, signal: str) -> int:
         tracks = self._sources.get(source)
         return 0 if tracks is None else self._resolve(tracks, signal, self._clock())[0]

@@ -95,6 +95,26 @@ def test_entries_placed_before_the_skew_was_known_are_moved_when_it_is(keeper, c
     assert all(abs(e.corrected_ts - (e.raw_ts - 3000)) <= 50 for e in logs)
 
 
+def test_logs_applied_before_their_spans_are_moved_once_the_spans_arrive(keeper, clock):
+    # No log follows the spans, so nothing on the log path notices the estimate moved.
+    key = "acme/a"
+    base = NOW_MS - 200_000
+    for i in range(60):
+        keeper.apply("logs", key, log(key, base + i * 1000 + 100 + 3000, instance_id="w1", span_id=f"{i + 1:016x}"),
+                     100, 0)
+    keeper.recorrect_moved()
+    for i in range(60):
+        start = base + i * 1000
+        keeper.apply("traces", key, {**log(key, 0), "instance_id": "api", "span_id": f"{i + 1:016x}",
+                                     "trace_id": "ab" * 16, "start_ts": start, "end_ts": start + 200}, 100, 0)
+    clock.ms += 2000  # the estimator refits on a clock tick
+    assert keeper.recorrect_moved() == 1
+    logs = keeper.slice(key, base - 10_000, NOW_MS, ["logs"]).entries
+    assert len(logs) == 60
+    assert all(abs(e.corrected_ts - (e.raw_ts - 3000)) <= 50 for e in logs)
+    assert keeper.recorrect_moved() == 0  # placed with what was learnt: nothing more to move
+
+
 def test_watermark_is_the_newest_corrected_time_and_count_bisects_the_window(keeper):
     assert keeper.watermark("acme/a") is None and keeper.count("acme/a", 0, NOW_MS) == 0
     keeper.apply("logs", "acme/a", log("acme/a", NOW_MS - 5_000), 100, 0)
