@@ -14,13 +14,16 @@ import faust
 
 from plugwatch import metrics
 from plugwatch.agents.reports import ReportService, chain_id
-from plugwatch.ingest import IngestPipeline
+from plugwatch.agents.tickets import FixDesk, TicketDesk
+from plugwatch.ingest import IngestPipeline, Source
 from plugwatch.logs import install_log_masking
 from plugwatch.masking import MaskingEngine
 from plugwatch.settings import Settings, get_settings
+from plugwatch.sinks.alerts import AlertStore
 from plugwatch.sinks.audit import AuditLog
 from plugwatch.sinks.buffer import InsertBuffer
 from plugwatch.sinks.clickhouse import ClickHouse
+from plugwatch.sinks.retry import retry_forever
 from plugwatch.sinks.topics import TopicSink
 from plugwatch.tables.keeper import SIGNALS
 from plugwatch.tables.tail import MaskedTail
@@ -77,6 +80,25 @@ class Services:
         self.reports = ReportService(settings, masker=self.masker, tail=self.tail, clickhouse=self.clickhouse,
                                      topics=self.topics, audit=self.audit)
         self.alert_partitions = settings.topic_partitions  # the alert topic's real size, set at start
+        self.alerts = AlertStore(self.clickhouse, self.reports.now_ms)
+        self.reports.on_written.append(("alert lifecycle to ClickHouse", self.alerts.reported))
+        self.tickets: TicketDesk | None = None
+        self.fixes: FixDesk | None = None
+        if settings.tickets.enabled:
+            self.tickets = TicketDesk(self, self.alerts)
+            self.reports.on_written.append((f"ticket op to {settings.topics.ticket_outbox}", self.tickets.report_written))
+            if settings.regression.enabled:
+                self.fixes = FixDesk(self, self.alerts, self.tickets)
+
+    async def deadletter_record(self, record: Any, exc: Exception) -> None:
+        """A record a desk could not handle (invalid, refused by a ticket system) -> dead letters."""
+        reason = {"TicketRejected": "ticket_rejected", "UnknownAlert": "unknown_alert"}.get(type(exc).__name__, "invalid")
+        letter = self.pipeline.deadletter(
+            reason, self.masker.mask_text(f"{type(exc).__name__}: {exc}")[:1000], record.value,
+            Source(record.topic, record.partition, record.offset, record.timestamp), record.topic,
+        )
+        topic = self.settings.topics.deadletter
+        await retry_forever(f"produce to {topic}", lambda: self.topics.send_many(topic, [(letter.key, letter.value)]))
 
     async def start(self) -> None:
         await self.clickhouse.start()
@@ -87,6 +109,10 @@ class Services:
             await self.tail.start()
         if self.settings.reports.enabled:
             self.reports.start()
+        if self.tickets is not None:
+            await self.tickets.start()
+        if self.fixes is not None:
+            await self.fixes.start()
 
     async def save_skew(self) -> None:
         rows = self.tail.take_dirty_snapshots()
@@ -94,6 +120,10 @@ class Services:
             await self.clickhouse.save_skew(rows)
 
     async def stop(self) -> None:
+        if self.fixes is not None:
+            await self.fixes.stop()
+        if self.tickets is not None:
+            await self.tickets.stop()
         await self.reports.stop()
         await self.tail.stop()
         try:

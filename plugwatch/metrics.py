@@ -108,6 +108,34 @@ AUDIT_RECORDS = Counter(
     "plugwatch_audit_records_total", "Audit records written, by action", ["action"], registry=REGISTRY
 )
 
+TICKET_OPS = Counter(
+    "plugwatch_ticket_ops_total",
+    "Ticket ops applied, by op (report, comment, close) and outcome (create, new_alert, revision, replay, "
+    "commented, closed, no_ticket, unavailable, rejected)",
+    ["op", "outcome"],
+    registry=REGISTRY,
+)
+TICKET_DELIVERY_DELAY = Histogram(
+    "plugwatch_ticket_delivery_delay_seconds",
+    "From an op entering the ticket outbox to the ticket system having it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+TICKET_OUTBOX_DELAY = Gauge(
+    "debug_ticket_outbox_delay_seconds",
+    "How long the ticket op waiting for an unavailable ticket system has waited (0 when none waits)",
+    registry=REGISTRY,
+)
+REGRESSION_RUNS = Counter(
+    "plugwatch_regression_runs_total", "Regression runs after a fix, by result (passed, failed)", ["result"],
+    registry=REGISTRY,
+)
+TICKET_AUTOCLOSE_RATE = Gauge(
+    "debug_ticket_autoclose_rate",
+    "Share of finished regression runs on this worker that passed and closed their ticket and alert",
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

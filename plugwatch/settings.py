@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -57,6 +57,7 @@ class Topics(BaseModel):
     evidence: str = "plugin.evidence"
     audit: str = "plugin.audit"
     deadletter: str = "plugin.deadletter"
+    ticket_outbox: str = "plugin.ticket.outbox"
 
     def inbound(self, signal: str) -> str:
         return {"logs": self.logs, "traces": self.traces, "metrics": self.metrics}[signal]
@@ -123,6 +124,32 @@ class ReportSettings(BaseModel):
     owners: Path | None = None  # None -> <config_dir>/plugins/owners.yaml
 
 
+class TicketSettings(BaseModel):
+    """The ticket sink (DESIGN §6 step 4; docs/tickets.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    system: Literal["local", "generic", "jira", "github"] = "local"
+    # Adapter options (generic: base_url, token; jira: base_url, project, email + api_token or
+    # token, ...; github: repo, token, base_url): see docs/tickets.md.
+    options: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = Field(5, ge=1, description="tries per request before the op waits in the outbox")
+    first_delay_s: float = Field(0.2, gt=0)
+    max_delay_s: float = Field(10, gt=0)
+    timeout_s: float = Field(10, gt=0)
+
+
+class RegressionSettings(BaseModel):
+    """Regression checks after a fix (DESIGN §6 step 5)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    config: Path | None = None  # None -> <config_dir>/plugins/regression.yaml
+    output_tail_bytes: int = Field(4000, ge=256)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PLUGWATCH_",
@@ -153,6 +180,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     window: WindowSettings = WindowSettings()
     reports: ReportSettings = ReportSettings()
+    tickets: TicketSettings = TicketSettings()
+    regression: RegressionSettings = RegressionSettings()
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     broker_rebalance_timeout_s: float = 10.0
@@ -216,6 +245,10 @@ class Settings(BaseSettings):
         return self.reports.owners or self.config_dir / "plugins" / "owners.yaml"
 
     @property
+    def regression_path(self) -> Path:
+        return self.regression.config or self.config_dir / "plugins" / "regression.yaml"
+
+    @property
     def public_url(self) -> str:
         return (self.reports.public_url or f"http://{self.web_host}:{self.web_port}").rstrip("/")
 
@@ -224,8 +257,13 @@ class Settings(BaseSettings):
         return self.model_copy(update=values)
 
     def safe_dump(self) -> dict[str, Any]:
-        """Settings for logs and /healthz: secrets stay masked."""
-        return self.model_dump(mode="json")
+        """Settings for logs and /healthz: secrets stay masked (ticket adapter credentials too)."""
+        data = self.model_dump(mode="json")
+        options = data["tickets"]["options"]
+        for name in options:
+            if any(word in name.lower() for word in ("token", "secret", "password", "key")):
+                options[name] = "**********"
+        return data
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -91,6 +92,8 @@ class ReportService:
         self._builds: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
+        # Called with every written revision (alert lifecycle, ticket outbox); retried until done.
+        self.on_written: list[tuple[str, Callable[[dict[str, Any]], Awaitable[Any]]]] = []
 
     @staticmethod
     def now_ms() -> int:
@@ -301,6 +304,8 @@ class ReportService:
                  report["plugin_id"], report["generated_ms"], "complete" if report["completeness"].get("complete") else "incomplete")
         # ClickHouse behind the topic: an outage there delays the alert's acknowledgement, not the report.
         await retry_forever("report to ClickHouse", lambda: self.clickhouse.insert_report(report))
+        for what, hook in self.on_written:
+            await retry_forever(what, lambda: hook(report))
 
     def _remember(self, report: dict[str, Any]) -> None:
         report_id = report["report_id"]

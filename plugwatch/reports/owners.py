@@ -1,4 +1,5 @@
-"""Plugin owners from ``config/plugins/owners.yaml``: who a report names, who besides the tenant may read it."""
+"""Plugin owners from ``config/plugins/owners.yaml``: who a report and a ticket name (owner, team,
+contact, the assignee per ticket system), who besides the tenant may read the plugin's reports."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ class Ownership:
     plugin: str
     owner: str
     principals: frozenset[str]
+    team: str | None = None
+    contact: str | None = None
+    assignees: tuple[tuple[str, str], ...] = ()  # (ticket system or "default", assignee)
+
+    def assignee_for(self, system: str) -> str | None:
+        """The assignee for ``system`` (generic, jira, github, local), else the entry's default."""
+        named = dict(self.assignees)
+        return named.get(system) or named.get("default")
 
     def matches(self, tenant_id: str, plugin_id: str) -> bool:
         return self.tenant in ("*", tenant_id) and self.plugin in ("*", plugin_id)
@@ -63,5 +72,17 @@ def _entry(path: Path, index: int, entry: Any) -> Ownership:
     principals = entry.get("principals") or []
     if not isinstance(principals, list):
         raise OwnersError(f"{path}: owners[{index}].principals must be a list of principal names")
+    assignee = entry.get("assignee")
+    if isinstance(assignee, str):
+        assignees = (("default", assignee),)
+    elif isinstance(assignee, dict) and all(isinstance(v, str) for v in assignee.values()):
+        assignees = tuple((str(k), v) for k, v in assignee.items())
+    elif assignee is None:
+        assignees = ()
+    else:
+        raise OwnersError(f"{path}: owners[{index}].assignee must be a name or a mapping of ticket system -> name")
+    for name in ("team", "contact"):
+        if entry.get(name) is not None and not isinstance(entry[name], str):
+            raise OwnersError(f"{path}: owners[{index}].{name} must be a string")
     return Ownership(str(entry["tenant"]), str(entry["plugin"]), str(entry["owner"]),
-                     frozenset(str(p) for p in principals))
+                     frozenset(str(p) for p in principals), entry.get("team"), entry.get("contact"), assignees)

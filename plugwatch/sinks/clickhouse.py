@@ -199,6 +199,85 @@ class ClickHouse:
         )
         return (int(rows[0][0]), str(rows[0][1])) if rows else None
 
+    # Tickets and alert lifecycles --------------------------------------------------------------
+
+    async def save_ticket(self, ticket: dict[str, Any]) -> None:
+        """A ticket version (``Ticket.as_dict()``); the highest ``version`` of a ticket wins."""
+        await self.insert_rows("tickets", [{
+            **{k: ticket[k] for k in ("ticket_id", "tenant_id", "plugin_id", "fingerprint", "generation", "system",
+                                      "external_id", "url", "status", "severity", "owner", "occurrences", "version")},
+            "updated_at": ticket["updated_ms"] / 1000,
+            "state": orjson.dumps(ticket).decode(),
+        }])
+
+    async def latest_ticket(self, tenant_id: str, plugin_id: str, fingerprint: str) -> dict[str, Any] | None:
+        """The newest generation of the fingerprint's ticket."""
+        _, rows = await self.query(
+            f"SELECT state FROM {self.database}.tickets FINAL WHERE tenant_id = {{t:String}} "
+            "AND plugin_id = {p:String} AND fingerprint = {f:String} ORDER BY generation DESC LIMIT 1",
+            {"t": tenant_id, "p": plugin_id, "f": fingerprint},
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def ticket(self, ticket_id: str) -> dict[str, Any] | None:
+        _, rows = await self.query(
+            f"SELECT state FROM {self.database}.tickets FINAL WHERE ticket_id = {{id:String}} LIMIT 1",
+            {"id": ticket_id},
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    async def tickets(
+        self, *, tenants: Sequence[str] | None, plugin_id: str | None, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Tickets, newest first; ``tenants`` None means every tenant."""
+        where, params = ["1"], {}
+        if tenants is not None:
+            where.append("tenant_id IN {tenants:Array(String)}")
+            params["tenants"] = list(tenants)
+        if plugin_id:
+            where.append("plugin_id = {plugin:String}")
+            params["plugin"] = plugin_id
+        if status:
+            where.append("status = {status:String}")
+            params["status"] = status
+        _, rows = await self.query(
+            f"SELECT state FROM {self.database}.tickets FINAL WHERE {' AND '.join(where)} "
+            f"ORDER BY updated_at DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [orjson.loads(row[0]) for row in rows]
+
+    async def insert_ticket_comment(self, ticket_id: str, comment_id: str, at_ms: int, kind: str, body: str) -> None:
+        await self.insert_rows("ticket_comments", [
+            {"ticket_id": ticket_id, "comment_id": comment_id, "at": at_ms / 1000, "kind": kind, "body": body}])
+
+    async def ticket_comments(self, ticket_id: str) -> list[dict[str, Any]]:
+        _, rows = await self.query(
+            f"SELECT comment_id, toUnixTimestamp64Milli(at), kind, body FROM {self.database}.ticket_comments FINAL "
+            "WHERE ticket_id = {id:String} ORDER BY at, comment_id",
+            {"id": ticket_id},
+        )
+        return [{"comment_id": c, "at": int(at), "kind": kind, "body": body} for c, at, kind, body in rows]
+
+    async def save_alert(self, lifecycle: dict[str, Any], version: int) -> None:
+        """An alert lifecycle version (``AlertLifecycle.as_dict()``)."""
+        history = lifecycle.get("history") or []
+        updated = history[-1]["at_ms"] if history else 0
+        await self.insert_rows("debug_alerts", [{
+            "alert_id": lifecycle["alert_id"], "tenant_id": lifecycle["tenant_id"], "plugin_id": lifecycle["plugin_id"],
+            "status": lifecycle["status"], "fingerprint": lifecycle.get("fingerprint") or "",
+            "ticket_id": lifecycle.get("ticket_id") or "", "updated_at": updated / 1000, "version": version,
+            "state": orjson.dumps(lifecycle).decode(),
+        }])
+
+    async def alert(self, alert_id: str) -> tuple[dict[str, Any], int] | None:
+        """(lifecycle, version) of an alert."""
+        _, rows = await self.query(
+            f"SELECT state, version FROM {self.database}.debug_alerts FINAL WHERE alert_id = {{id:String}} LIMIT 1",
+            {"id": alert_id},
+        )
+        return (orjson.loads(rows[0][0]), int(rows[0][1])) if rows else None
+
     async def query(
         self,
         sql: str,

@@ -155,6 +155,70 @@ def audit_log_sql(database: str) -> str:
     )
 
 
+def tickets_sql(database: str) -> str:
+    """One row per ticket version (plugwatch.tickets.model.Ticket as JSON in ``state``): the mapping
+    (tenant, plugin, fingerprint, generation) -> ticket, and the ticket itself when the embedded
+    ticket table is the ticket system. The newest version wins."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.tickets (\n"
+        "    ticket_id String,\n"
+        "    tenant_id LowCardinality(String),\n"
+        "    plugin_id LowCardinality(String),\n"
+        "    fingerprint String,\n"
+        "    generation UInt32,\n"
+        "    system LowCardinality(String),\n"
+        "    external_id String,\n"
+        "    url String,\n"
+        "    status LowCardinality(String),\n"
+        "    severity LowCardinality(String),\n"
+        "    owner String,\n"
+        "    occurrences UInt32,\n"
+        "    updated_at DateTime64(3, 'UTC'),\n"
+        "    version UInt64,\n"
+        "    state String CODEC(ZSTD(3))\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(version)\n"
+        "ORDER BY (tenant_id, plugin_id, fingerprint, generation)\n"
+        f"TTL toDateTime(updated_at) + INTERVAL {REPORTS_TTL_DAYS} DAY"
+    )
+
+
+def ticket_comments_sql(database: str) -> str:
+    """Comments plugwatch put on tickets (all systems), keyed by the op that made them."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.ticket_comments (\n"
+        "    ticket_id String,\n"
+        "    comment_id String,\n"
+        "    at DateTime64(3, 'UTC'),\n"
+        "    kind LowCardinality(String),\n"
+        "    body String CODEC(ZSTD(3))\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree\n"
+        "ORDER BY (ticket_id, comment_id)\n"
+        f"TTL toDateTime(at) + INTERVAL {REPORTS_TTL_DAYS} DAY"
+    )
+
+
+def debug_alerts_sql(database: str) -> str:
+    """Alert lifecycles (plugwatch.regression.alerts.AlertLifecycle as JSON in ``state``)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.debug_alerts (\n"
+        "    alert_id String,\n"
+        "    tenant_id LowCardinality(String),\n"
+        "    plugin_id LowCardinality(String),\n"
+        "    status LowCardinality(String),\n"
+        "    fingerprint String,\n"
+        "    ticket_id String,\n"
+        "    updated_at DateTime64(3, 'UTC'),\n"
+        "    version UInt64,\n"
+        "    state String CODEC(ZSTD(3))\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(version)\n"
+        "ORDER BY alert_id\n"
+        f"TTL toDateTime(updated_at) + INTERVAL {REPORTS_TTL_DAYS} DAY"
+    )
+
+
 # Reports stay as long as the audit trail that refers to them; both at least the 180 days asked.
 REPORTS_TTL_DAYS = 400
 AUDIT_TTL_DAYS = 400
@@ -164,5 +228,6 @@ def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
     return (
         [f"CREATE DATABASE IF NOT EXISTS {database}"]
         + [table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()]
-        + [skew_state_sql(database), debug_reports_sql(database), audit_log_sql(database)]
+        + [skew_state_sql(database), debug_reports_sql(database), audit_log_sql(database),
+           tickets_sql(database), ticket_comments_sql(database), debug_alerts_sql(database)]
     )

@@ -43,7 +43,7 @@ def test_frozen_and_secret_masked():
 
 def test_every_topic_is_listed_once():
     names = Settings().topics.all_names()
-    assert len(names) == len(set(names)) == 18
+    assert len(names) == len(set(names)) == 19
     assert "plugin.deadletter" in names and "telemetry.masked.metrics" in names
 
 

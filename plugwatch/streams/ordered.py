@@ -1,0 +1,147 @@
+"""A consumer-group member that handles each record in partition order and commits after it.
+
+For work that may wait a long time on something outside Kafka (a ticket system that is down, a
+regression check that runs for a minute): a Faust agent would hold every rebalance until it
+finished, here a rebalance simply moves the partition and the new owner starts at the last
+committed offset. Delivery is at least once; handlers are idempotent.
+
+``handle`` returns normally when the record is done (committed next), raises ``Retry`` to try the
+same record again after a backoff (nothing after it in that partition is handled meanwhile), and
+any other exception is logged and the record given to ``on_failure`` (e.g. the dead-letter topic)
+before it is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from plugwatch.aio import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+
+class Retry(Exception):
+    """The record could not be handled now (e.g. a system is down); try it again later."""
+
+
+class _Revocations(ConsumerRebalanceListener):
+    def __init__(self, owner: OrderedConsumer):
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owner.revoked_since_fetch.update(revoked)
+        if self.owner.on_revoked is not None:
+            self.owner.on_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class OrderedConsumer:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        handle: Callable[[Any], Awaitable[None]],
+        *,
+        on_failure: Callable[[Any, Exception], Awaitable[None]] | None = None,
+        on_revoked: Callable[[set[int]], None] | None = None,
+        on_waiting: Callable[[Any | None], None] | None = None,
+        first_delay_s: float = 0.5,
+        max_delay_s: float = 30.0,
+        session_timeout_s: float = 10.0,
+        heartbeat_interval_s: float = 1.0,
+        rebalance_timeout_s: float = 10.0,
+    ):
+        self.topic = topic
+        self.group_id = group_id
+        self.handle = handle
+        self.on_failure = on_failure
+        self.on_revoked = on_revoked
+        self.on_waiting = on_waiting  # the record being retried, None when caught up
+        self.first_delay_s = first_delay_s
+        self.max_delay_s = max_delay_s
+        self.revoked_since_fetch: set[TopicPartition] = set()
+        self._config = dict(
+            bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=100,
+            session_timeout_ms=int(session_timeout_s * 1000), heartbeat_interval_ms=int(heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(rebalance_timeout_s * 1000), max_poll_interval_ms=24 * 3600 * 1000,
+        )
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.handled = 0
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(**self._config)
+        await consumer.start()
+        consumer.subscribe([self.topic], listener=_Revocations(self))
+        self._consumer = consumer
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()  # leaves the group, so the partitions move at once
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=100)
+            except KafkaError as exc:
+                log.warning("%s: fetch failed (%s); retrying", self.topic, exc)
+                await asyncio.sleep(1)
+                continue
+            self.revoked_since_fetch.clear()
+            for tp, records in batches.items():
+                for record in records:
+                    if tp in self.revoked_since_fetch or tp not in consumer.assignment():
+                        break  # moved to another member: it starts at our last commit
+                    if not await self._handle(record, tp):
+                        break
+                    try:
+                        await consumer.commit({tp: record.offset + 1})
+                    except (CommitFailedError, KafkaError) as exc:
+                        log.info("%s: commit of %s failed (%s); the next owner repeats it", self.topic, tp, exc)
+                        break
+            if self.on_waiting is not None:
+                self.on_waiting(None)
+
+    async def _handle(self, record: Any, tp: TopicPartition) -> bool:
+        """False when the partition moved away while the record waited."""
+        delay = self.first_delay_s
+        while True:
+            try:
+                await self.handle(record)
+                self.handled += 1
+                return True
+            except asyncio.CancelledError:
+                raise
+            except Retry as exc:
+                if tp in self.revoked_since_fetch:
+                    return False
+                if self.on_waiting is not None:
+                    self.on_waiting(record)
+                log.warning("%s[%d]@%d waits: %s; retrying in %.1f s", record.topic, record.partition,
+                            record.offset, exc, delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self.max_delay_s)
+            except Exception as exc:
+                log.exception("%s[%d]@%d failed", record.topic, record.partition, record.offset)
+                if self.on_failure is not None:
+                    await self.on_failure(record, exc)
+                return True
