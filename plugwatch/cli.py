@@ -192,12 +192,16 @@ def demo(scenario: Path | None, out: Path, timeout: float, token: str) -> None:
     for alert_id, alert in result.summary["alerts"].items():
         click.echo(f"{alert_id}: report {alert['report_id']} revision {alert['revision']}, "
                    f"built {alert['report_latency_ms']} ms after the alert was consumed")
+        if alert.get("status"):
+            click.echo(f"{alert_id}: {alert['status']}, ticket {alert.get('ticket_id')} {alert.get('ticket_url') or ''}".rstrip())
     for signal_id, risk in result.summary["risk_signals"].items():
         click.echo(f"{signal_id}: {risk['state']}")
     first = next(iter(result.report_files.values()), None)
     if first:
         click.echo(f"report: {first['html']}")
         click.echo(f"        {first['json']}")
+    if (result.summary_path.parent / "tickets.jsonl").exists():
+        click.echo(f"tickets: {result.summary_path.parent / 'tickets.jsonl'}")
     click.echo(f"summary: {result.summary_path}")
 
 

@@ -3,9 +3,10 @@
 Brings up the embedded stack (broker, worker with its chDB) unless settings point at running ones,
 publishes the scenario (JSON lines ``{"topic", "key", "value"}``, times shifted so its newest is
 now, DESIGN topic names mapped to the configured ones), waits with a progress display until every
-alert has a report (and, once suspension exists, every risk signal a final state), then writes
-``<out>/reports/<alert_id>.json|.html``, ``<out>/summary.json`` and the other outputs that exist,
-and stops what it started.
+alert has a report (and, once suspension exists, every risk signal a final state); fix submissions
+are held until the alert they fix has its ticket, then published, and their regression's outcome
+awaited. Then it writes ``<out>/reports/<alert_id>.json|.html``, ``<out>/tickets.jsonl``,
+``<out>/summary.json`` and the other outputs that exist, and stops what it started.
 
 What is pure here (topic mapping, scenario reading, waiters, the summary) is unit-tested; the rest
 is wiring around the broker, the worker process and its HTTP API.
@@ -44,7 +45,7 @@ DATA_MARKER = ".plugwatch-demo"  # marks <out>/data as the demo's own, safe to c
 
 # Outputs besides the reports: file -> Topics field it is read from (None: not built yet).
 OUTPUT_TOPICS: dict[str, str | None] = {
-    "tickets.jsonl": None,  # TODO: tickets are not built yet; read their topic or API here once they are
+    "tickets.jsonl": None,  # read from GET /api/tickets, not a topic
     "commands.jsonl": "suspend_command",
     "evidence.jsonl": "evidence",
     "audit.jsonl": "audit",
@@ -118,10 +119,11 @@ class Scenario:
     entries: list[dict[str, Any]]  # topics already mapped to the configured names
     alerts: dict[str, dict[str, Any]]  # alert_id -> alert
     risk_signals: dict[str, dict[str, Any]]  # signal_id -> risk signal
+    fixes: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert_id -> fix submission
 
     @classmethod
     def from_entries(cls, entries: list[dict[str, Any]], topics: Topics) -> Scenario:
-        alerts, signals = {}, {}
+        alerts, signals, fixes = {}, {}, {}
         for entry in entries:
             value = entry.get("value")
             if not isinstance(value, dict):
@@ -130,7 +132,9 @@ class Scenario:
                 alerts[str(value["alert_id"])] = value
             elif entry["topic"] == topics.risk_signals and value.get("signal_id"):
                 signals[str(value["signal_id"])] = value
-        return cls(entries, alerts, signals)
+            elif entry["topic"] == topics.fix_submitted and value.get("alert_id"):
+                fixes[str(value["alert_id"])] = value
+        return cls(entries, alerts, signals, fixes)
 
     def count(self, *topics: str) -> int:
         return sum(1 for entry in self.entries if entry["topic"] in topics)
@@ -151,6 +155,7 @@ class Observed:
     records: dict[str, list[Any]] = field(default_factory=dict)  # topic -> values, for the outputs
     last_record_at: float = 0.0  # monotonic
     last_report_at: float = 0.0
+    alert_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert_id -> lifecycle (API)
 
     def add(self, topic: str, value: bytes | None, timestamp_ms: int | None, now: float) -> None:
         if timestamp_ms is not None and 0 < timestamp_ms < self.since_ms:
@@ -238,9 +243,33 @@ class RiskSignalWaiter:
         return NOT_HANDLED
 
 
+FIX_FINAL = ("resolved", "failed")
+
+
+@dataclass
+class FixWaiter:
+    """A fix submission: done once its alert's regression finished (resolved or failed)."""
+
+    alert_id: str
+    observed: Observed
+
+    @property
+    def description(self) -> str:
+        return f"regression of the fix for alert {self.alert_id}"
+
+    def done(self) -> bool:
+        return (self.observed.alert_states.get(self.alert_id) or {}).get("status") in FIX_FINAL
+
+    handled = done
+
+    def state(self) -> str:
+        return (self.observed.alert_states.get(self.alert_id) or {}).get("status") or "no alert state"
+
+
 def waiters_for(scenario: Scenario, observed: Observed) -> list[Waiter]:
     waiters: list[Waiter] = [ReportWaiter(alert_id, observed) for alert_id in scenario.alerts]
     waiters += [RiskSignalWaiter(signal_id) for signal_id in scenario.risk_signals]
+    waiters += [FixWaiter(alert_id, observed) for alert_id in scenario.fixes]
     return waiters
 
 
@@ -261,9 +290,11 @@ def build_summary(
     counts: Mapping[str, int],
     topic_names: Iterable[str],
     outputs: Iterable[str] = (),
+    alert_states: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """summary.json: per alert its report (latency, completeness, files), per risk signal its state,
-    per topic the records seen during the run (every service topic, 0 when none)."""
+    """summary.json: per alert its report (latency, completeness, files) and lifecycle (status,
+    ticket), per risk signal its state, per topic the records seen during the run (every service
+    topic, 0 when none)."""
     alerts: dict[str, Any] = {}
     for alert_id in alert_ids:
         report = reports.get(alert_id)
@@ -279,6 +310,10 @@ def build_summary(
             "fallback_used": completeness.get("fallback_used"),
             **dict(files.get(alert_id, {})),
         }
+        lifecycle = (alert_states or {}).get(alert_id)
+        if lifecycle:
+            alerts[alert_id].update(status=lifecycle.get("status"), ticket_id=lifecycle.get("ticket_id"),
+                                    ticket_url=lifecycle.get("ticket_url"))
     names = list(dict.fromkeys([*topic_names, *counts]))
     return {
         "scenario": scenario,
@@ -424,7 +459,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def _publish(settings: Settings, scenario: Scenario, on_sent: Callable[[], None],
+async def _publish(settings: Settings, entries: list[dict[str, Any]], on_sent: Callable[[], None],
                    before_trigger: Callable[[int], Awaitable[None]]) -> None:
     """Publish the entries in order. Before an alert or risk signal, ``before_trigger(n)`` waits for
     the n telemetry records sent so far: monitoring raises an alert after it saw the errors."""
@@ -441,7 +476,7 @@ async def _publish(settings: Settings, scenario: Scenario, on_sent: Callable[[],
         raise DemoError(f"cannot reach the broker at {settings.bootstrap_servers}: {exc}") from exc
     try:
         pending, sent_telemetry = [], 0
-        for entry in scenario.entries:
+        for entry in entries:
             message = parse_entry(entry)
             if message.topic in triggers and sent_telemetry:
                 for future in pending:
@@ -455,6 +490,49 @@ async def _publish(settings: Settings, scenario: Scenario, on_sent: Callable[[],
             await future
     finally:
         await sink.stop()
+
+
+async def _poll_alerts(base_url: str, token: str, alert_ids: Iterable[str], observed: Observed) -> None:
+    """Keep ``observed.alert_states`` current from ``GET /internal/debug/alerts/{id}``."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        while True:
+            for alert_id in alert_ids:
+                try:
+                    response = await client.get(f"/internal/debug/alerts/{alert_id}",
+                                                headers={"Authorization": f"Bearer {token}"})
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    observed.alert_states[alert_id] = response.json()
+            await asyncio.sleep(0.3)
+
+
+def fixes_due(scenario: Scenario, observed: Observed) -> bool:
+    """A fix is published once the alert it fixes has its ticket (or got past it)."""
+    return all(
+        (state := observed.alert_states.get(alert_id)) is not None
+        and (state.get("ticket_id") or state.get("status") not in ("open", "reported"))
+        for alert_id in scenario.fixes
+    )
+
+
+async def _tickets(base_url: str, token: str, scenario: Scenario) -> list[dict[str, Any]]:
+    """tickets.jsonl: the tickets of the scenario's plugins."""
+    plugins = sorted({(str(a.get("tenant_id")), str(a.get("plugin_id"))) for a in scenario.alerts.values()})
+    rows = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        for tenant, plugin in plugins:
+            response = await client.get("/api/tickets", params={"tenant": tenant, "plugin": plugin},
+                                        headers={"Authorization": f"Bearer {token}"})
+            if response.status_code != 200:
+                raise DemoError(f"GET /api/tickets answered {response.status_code}: {response.text[:300]}")
+            for ticket in response.json()["tickets"]:
+                rows.append({k: ticket.get(k) for k in TICKET_FIELDS})
+    return rows
+
+
+TICKET_FIELDS = ("ticket_id", "tenant_id", "plugin_id", "owner", "assignee", "fingerprint", "status", "url", "system",
+                 "severity", "occurrences", "title", "report_id")
 
 
 async def _consume(consumer: Any, observed: Observed) -> None:
@@ -557,6 +635,23 @@ async def _collect(settings: Settings, stack: Stack, scenario: Scenario, scenari
         files[alert_id] = {kind: str(path.relative_to(out)) for kind, path in paths.items()}
 
     outputs = [str(p.relative_to(out)) for paths in report_files.values() for p in paths.values()]
+    # A resolved alert's ticket is closed through the ticket outbox, a moment after the alert.
+    closing = {s.get("ticket_id") for s in observed.alert_states.values() if s.get("status") == "resolved"}
+    cap = time.monotonic() + MAX_TAIL_S
+    while True:
+        try:
+            tickets = await _tickets(stack.base_url, token, scenario)
+        except (DemoError, httpx.HTTPError) as exc:
+            problems.append(f"tickets.jsonl not written: {exc}")
+            tickets = []
+            break
+        still_open = [t for t in tickets if t["ticket_id"] in closing and t["status"] != "closed"]
+        if not still_open or time.monotonic() > cap:
+            break
+        await asyncio.sleep(0.2)
+    if tickets:
+        (out / "tickets.jsonl").write_bytes(b"".join(orjson.dumps(t) + b"\n" for t in tickets))
+        outputs.append("tickets.jsonl")
     for file_name, topic_field in OUTPUT_TOPICS.items():
         records = observed.records.get(getattr(topics, topic_field), []) if topic_field else []
         if records:
@@ -566,7 +661,7 @@ async def _collect(settings: Settings, stack: Stack, scenario: Scenario, scenari
         scenario=str(scenario_path),
         started_at=datetime.fromtimestamp(started_ms / 1000, UTC).isoformat(timespec="milliseconds"),
         alert_ids=scenario.alerts, reports=observed.reports, files=files, risk_states=risk_states,
-        counts=observed.counts, topic_names=topics.all_names(), outputs=outputs,
+        counts=observed.counts, topic_names=topics.all_names(), outputs=outputs, alert_states=observed.alert_states,
     )
     summary_path = out / "summary.json"
     _write_json(summary_path, summary)
@@ -606,6 +701,9 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
     )
     await consumer.start()
     reader = asyncio.ensure_future(_consume(consumer, observed))
+    poller = asyncio.ensure_future(_poll_alerts(stack.base_url, token, list(scenario.alerts), observed))
+    held = [e for e in scenario.entries if e["topic"] == topics.fix_submitted]
+    first = [e for e in scenario.entries if e["topic"] != topics.fix_submitted]
     waiters = waiters_for(scenario, observed)
     telemetry = [topics.logs, topics.traces, topics.metrics]
     masked = [topics.masked_logs, topics.masked_traces, topics.masked_metrics, topics.deadletter]
@@ -617,12 +715,16 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
             reported = progress.add_task("alerts reported", total=len(scenario.alerts), note="")
             risk = progress.add_task("risk signals", total=len(scenario.risk_signals), note=NOT_HANDLED,
                                      visible=bool(scenario.risk_signals))
+            fixed = progress.add_task("fixes checked", total=len(scenario.fixes), note="",
+                                      visible=bool(scenario.fixes))
 
             def refresh() -> None:
                 done_masked = sum(observed.counts[t] for t in masked)
                 progress.update(ingested, completed=min(done_masked, scenario.count(*telemetry)))
                 progress.update(reported, completed=sum(isinstance(w, ReportWaiter) and w.handled() for w in waiters))
                 progress.update(risk, completed=sum(isinstance(w, RiskSignalWaiter) and w.handled() for w in waiters))
+                progress.update(fixed, completed=sum(isinstance(w, FixWaiter) and w.handled() for w in waiters),
+                                note=", ".join(w.state() for w in waiters if isinstance(w, FixWaiter)))
 
             keys = sorted({str(e["key"]) for e in scenario.entries if e["topic"] in telemetry and e.get("key")})
             for problem in await _wait_windows_ready(stack.base_url, token, keys, stack):
@@ -636,12 +738,15 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
                     refresh()
                     await asyncio.sleep(0.1)
 
-            await _publish(settings, scenario, lambda: progress.advance(sent), wait_ingested)
+            await _publish(settings, first, lambda: progress.advance(sent), wait_ingested)
             deadline = time.monotonic() + timeout
             while not all(w.done() for w in waiters) and time.monotonic() < deadline:
                 stack.check()
                 if reader.done():
                     raise DemoError(f"reading the topics failed: {reader.exception()!r}")
+                if held and fixes_due(scenario, observed):
+                    await _publish(settings, held, lambda: progress.advance(sent), wait_ingested)
+                    held = []
                 refresh()
                 await asyncio.sleep(0.2)
             missing = [w.description for w in waiters if not w.done()]
@@ -651,7 +756,8 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
             refresh()
     finally:
         reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        poller.cancel()
+        await asyncio.gather(reader, poller, return_exceptions=True)
         await consumer.stop()
 
     risk_states = {w.signal_id: w.state() for w in waiters if isinstance(w, RiskSignalWaiter)}

@@ -12,7 +12,8 @@ with a ``ConnectionError`` wrapped in a ``PaymentGatewayError`` (the same bug on
 instances, reached from different lines of the caller, with different messages), and the error
 path logs the whole request: emails, Chinese mobile numbers, resident ID numbers, card numbers,
 bearer tokens, a password in a DSN. The error metrics rise, monitoring sends ONE alert, and a
-security scanner sends a critical risk signal ("card data written to logs").
+security scanner sends a critical risk signal ("card data written to logs"). Then the team submits
+the fix (3.2.2), whose regression check passes: the ticket and the alert are closed.
 
 The last error of pg-0 happened 2 s before the alert but its clock stamps it 0.5 s after: only
 skew correction puts it inside the alert's window.
@@ -48,6 +49,8 @@ ALERT_ID = "ALR-20261124-0001"
 SIGNAL_ID = "RSK-20261124-0001"
 ALERT_AFTER_LAST_ERROR_MS = 2_000  # pg-0's last error: 2 s before the alert, stamped 0.5 s after it
 SIGNAL_AFTER_ALERT_MS = 5_000
+FIX_AFTER_ALERT_MS = 8_000  # the team ships 3.2.2 (settlement retried with backoff); its regression passes
+FIX_VERSION, FIX_COMMIT = "3.2.2", "9f3c2e1d"
 ROUTE = "/api/v1/payments"
 DSN_PASSWORD = "S3ttle-Pr0d-2026"
 DSN = f"postgresql://settle_svc:{DSN_PASSWORD}@db-settle-01.cn-east-1.internal:5432/settlement"
@@ -292,6 +295,10 @@ def build() -> list[dict]:
     emit(alert_ts + SIGNAL_AFTER_ALERT_MS, "plugin.risk.signal", {
         "signal_id": SIGNAL_ID, "ts": alert_ts + SIGNAL_AFTER_ALERT_MS, "tenant_id": TENANT, "plugin_id": PLUGIN,
         "severity": "critical", "reason": "card data written to logs", "mode": "wait", "requester": "secscan",
+    })
+    emit(alert_ts + FIX_AFTER_ALERT_MS, "plugin.fix.submitted", {
+        "alert_id": ALERT_ID, "tenant_id": TENANT, "plugin_id": PLUGIN, "version": FIX_VERSION,
+        "commit": FIX_COMMIT, "submitted_by": "payments-dev",
     })
     timed.sort(key=lambda item: item[0])  # stable: same-time entries keep their order
     return [{"topic": topic, "key": KEY, "value": value} for _, topic, value in timed]

@@ -137,7 +137,7 @@ def test_the_summary_has_latencies_risk_signal_states_and_topic_counts(demo: Dem
     assert alert["revision"] == demo.json(alert["json"])["revision"]
     assert summary["risk_signals"] == {gen.SIGNAL_ID: {"state": NOT_HANDLED}}
     published = {"telemetry.logs": 0, "telemetry.traces": 0, "telemetry.metrics": 0, "plugin.debug.alert": 0,
-                 "plugin.risk.signal": 0}
+                 "plugin.risk.signal": 0, "plugin.fix.submitted": 0}
     for line in SCENARIO.read_bytes().splitlines():
         published[orjson.loads(line)["topic"]] += 1
     topics = summary["topics"]
@@ -145,6 +145,20 @@ def test_the_summary_has_latencies_risk_signal_states_and_topic_counts(demo: Dem
     for signal in ("logs", "traces", "metrics"):
         assert topics[f"telemetry.masked.{signal}"] == published[f"telemetry.{signal}"]
     assert topics["plugin.debug.report"] >= 1 and topics["plugin.deadletter"] == 0
+
+
+def test_the_fix_passes_its_regression_and_closes_the_one_ticket_and_the_alert(demo: DemoRun):
+    assert demo.proc.returncode == 0, demo.explain()
+    lines = (demo.out / "tickets.jsonl").read_bytes().splitlines()
+    (ticket,) = [orjson.loads(line) for line in lines]
+    report = demo.json(f"reports/{ALERT_ID}.json")
+    assert (ticket["tenant_id"], ticket["plugin_id"]) == ("acme", "payment-gateway")
+    assert ticket["owner"] == "team-payments" and ticket["fingerprint"] == report["fingerprint"]
+    assert ticket["status"] == "closed" and ticket["url"].endswith(f"/api/tickets/{ticket['ticket_id']}")
+    alert = demo.json("summary.json")["alerts"][ALERT_ID]
+    assert alert["status"] == "resolved" and alert["ticket_id"] == ticket["ticket_id"]
+    assert demo.json("summary.json")["topics"]["plugin.debug.alert.resolved"] == 1
+    assert f"{ALERT_ID}: resolved, ticket {ticket['ticket_id']}" in demo.proc.stdout
 
 
 def test_everything_the_demo_started_is_stopped(demo: DemoRun):

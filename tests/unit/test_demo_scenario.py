@@ -23,6 +23,8 @@ from plugwatch.demo import (
     tag_ids,
     topic_map,
     waiters_for,
+    FixWaiter,
+    fixes_due,
 )
 from plugwatch.masking.engine import load_engine
 from plugwatch.replay import parse_line, shift_to_now
@@ -76,7 +78,7 @@ def test_every_line_is_a_replay_message_keyed_by_the_plugin():
     for line in LINES:
         message = parse_line(line)
         assert message.key == b"acme/payment-gateway"
-    assert {e["topic"] for e in ENTRIES} == {*SIGNALS, "plugin.debug.alert", "plugin.risk.signal"}
+    assert {e["topic"] for e in ENTRIES} == {*SIGNALS, "plugin.debug.alert", "plugin.risk.signal", "plugin.fix.submitted"}
 
 
 def test_every_telemetry_record_validates():
@@ -189,7 +191,8 @@ def test_design_topic_names_map_to_the_configured_ones():
 def test_the_scenario_finds_its_alerts_and_risk_signals_under_the_configured_names():
     scenario = Scenario.from_entries(map_topics(ENTRIES, topic_map(RENAMED)), RENAMED)
     assert list(scenario.alerts) == ["ALR-20261124-0001"] and list(scenario.risk_signals) == [gen.SIGNAL_ID]
-    assert scenario.count("x.telemetry.logs", "x.telemetry.traces", "x.telemetry.metrics") == len(ENTRIES) - 2
+    assert list(scenario.fixes) == ["ALR-20261124-0001"] and scenario.fixes["ALR-20261124-0001"]["version"] == "3.2.2"
+    assert scenario.count("x.telemetry.logs", "x.telemetry.traces", "x.telemetry.metrics") == len(ENTRIES) - 3
 
 
 def test_tagged_ids_are_new_alerts_and_signals():
@@ -197,6 +200,7 @@ def test_tagged_ids_are_new_alerts_and_signals():
     scenario = Scenario.from_entries(tagged, Topics())
     assert list(scenario.alerts) == ["ALR-20261124-0001-r101500"]
     assert list(scenario.risk_signals) == [f"{gen.SIGNAL_ID}-r101500"]
+    assert list(scenario.fixes) == ["ALR-20261124-0001-r101500"]  # the fix follows its alert
     assert ALERT["alert_id"] == "ALR-20261124-0001"  # not mutated
     assert [e["value"] for e in tagged if e["topic"] in SIGNALS] == [e["value"] for e in ENTRIES if e["topic"] in SIGNALS]
 
@@ -232,18 +236,28 @@ def test_observed_keeps_the_latest_revision_counts_topics_and_ignores_older_reco
     assert observed.last_report_at == 1.0 and observed.last_record_at == 6.0
 
 
-def test_waiters_wait_for_reports_and_not_yet_for_suspensions():
+def test_waiters_wait_for_reports_fix_outcomes_and_not_yet_for_suspensions():
     topics = Topics()
     scenario = Scenario.from_entries(ENTRIES, topics)
     observed = Observed(topics, set(scenario.alerts))
     waiters = waiters_for(scenario, observed)
-    report_waiter, risk_waiter = waiters
+    report_waiter, risk_waiter, fix_waiter = waiters
     assert isinstance(report_waiter, ReportWaiter) and isinstance(risk_waiter, RiskSignalWaiter)
-    assert [w.done() for w in waiters] == [False, True]
+    assert isinstance(fix_waiter, FixWaiter)
+    assert [w.done() for w in waiters] == [False, True, False]
     assert report_waiter.description == "report for alert ALR-20261124-0001"
     observed.add(topics.debug_report, report("ALR-20261124-0001", 1), None, now=1.0)
-    assert all(w.done() for w in waiters) and report_waiter.handled() and not risk_waiter.handled()
+    assert report_waiter.done() and report_waiter.handled() and not risk_waiter.handled()
     assert risk_waiter.state() == NOT_HANDLED
+    assert not fixes_due(scenario, observed)  # held until the alert has its ticket
+    observed.alert_states["ALR-20261124-0001"] = {"status": "reported"}
+    assert not fixes_due(scenario, observed)
+    observed.alert_states["ALR-20261124-0001"] = {"status": "ticketed", "ticket_id": "TKT-1"}
+    assert fixes_due(scenario, observed) and not fix_waiter.done()
+    observed.alert_states["ALR-20261124-0001"] = {"status": "regression_running", "ticket_id": "TKT-1"}
+    assert not fix_waiter.done() and fix_waiter.state() == "regression_running"
+    observed.alert_states["ALR-20261124-0001"] = {"status": "resolved", "ticket_id": "TKT-1"}
+    assert all(w.done() for w in waiters)
 
 
 def test_summary_lists_each_alerts_report_each_signals_state_and_every_topic():
