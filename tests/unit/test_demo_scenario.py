@@ -12,19 +12,19 @@ import pytest
 from plugwatch.demo import (
     NOT_HANDLED,
     DemoError,
+    FixWaiter,
     Observed,
     ReportWaiter,
     RiskSignalWaiter,
     Scenario,
     build_summary,
+    fixes_due,
     load_scenario,
     map_topics,
     safe_name,
     tag_ids,
     topic_map,
     waiters_for,
-    FixWaiter,
-    fixes_due,
 )
 from plugwatch.masking.engine import load_engine
 from plugwatch.replay import parse_line, shift_to_now
