@@ -13,6 +13,8 @@ is down or a check that runs for a minute never holds up the Faust agents or a r
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import os
 import time
 import uuid
@@ -27,8 +29,8 @@ from plugwatch.regression.config import RegressionConfig
 from plugwatch.regression.runner import RegressionResult, run_checks
 from plugwatch.sinks.alerts import AlertStore
 from plugwatch.sinks.retry import retry_forever
-from plugwatch.streams.ordered import OrderedConsumer
-from plugwatch.tickets.adapters import RetryPolicy, TicketSystem, build_http_adapter
+from plugwatch.streams.ordered import OrderedConsumer, Retry
+from plugwatch.tickets.adapters import RetryPolicy, TicketRejected, TicketSystem, build_http_adapter
 from plugwatch.tickets.model import Ticket
 from plugwatch.tickets.service import LocalTickets, TicketService, encode_op
 
@@ -80,6 +82,10 @@ class TicketDesk:
         await self.enqueue(self.service.report_op(report))
 
     async def _handle(self, record: Any) -> None:
+        async with transient_as_retry():
+            await self._deliver(record)
+
+    async def _deliver(self, record: Any) -> None:
         try:
             op = orjson.loads(record.value)
         except orjson.JSONDecodeError as exc:
@@ -107,6 +113,22 @@ class TicketDesk:
         metrics.TICKET_OUTBOX_DELAY.set(max(0.0, time.time() - enqueued / 1000))
 
 
+class UnknownAlert(LookupError):
+    pass
+
+
+@asynccontextmanager
+async def transient_as_retry() -> AsyncIterator[None]:
+    """Bad input and refusals (``ValueError``, ``TicketRejected``, ``UnknownAlert``) are final and go
+    to the dead-letter topic; anything else (ClickHouse or the broker unavailable, …) is retried."""
+    try:
+        yield
+    except (Retry, ValueError, TicketRejected, UnknownAlert):
+        raise
+    except Exception as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}") from exc
+
+
 class Fix(BaseModel):
     """``plugin.fix.submitted`` (DESIGN §3)."""
 
@@ -119,10 +141,6 @@ class Fix(BaseModel):
     commit: str | None = Field(None, max_length=100)
     submitted_by: str | None = Field(None, max_length=200)
     fix_id: str | None = Field(None, max_length=100)
-
-
-class UnknownAlert(LookupError):
-    pass
 
 
 class FixDesk:
@@ -162,6 +180,10 @@ class FixDesk:
         return {"alert_id": alert_id, "fix_id": fix.fix_id, "status": "accepted"}
 
     async def _handle(self, record: Any) -> None:
+        async with transient_as_retry():
+            await self._run(record)
+
+    async def _run(self, record: Any) -> None:
         try:
             data = orjson.loads(record.value)
             masked, _ = self.services.masker.mask(data)
