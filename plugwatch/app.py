@@ -14,6 +14,7 @@ import faust
 
 from plugwatch import metrics
 from plugwatch.agents.reports import ReportService, chain_id
+from plugwatch.agents.suspensions import SuspensionService
 from plugwatch.agents.tickets import FixDesk, TicketDesk
 from plugwatch.ingest import IngestPipeline, Source
 from plugwatch.logs import install_log_masking
@@ -29,6 +30,7 @@ from plugwatch.tables.keeper import SIGNALS
 from plugwatch.tables.tail import MaskedTail
 from plugwatch.tables.windows import WindowStore
 from plugwatch.streams.topics import ensure_topics
+from plugwatch.suspension.machine import SuspensionError
 
 log = logging.getLogger("plugwatch")
 
@@ -89,10 +91,13 @@ class Services:
             self.reports.on_written.append((f"ticket op to {settings.topics.ticket_outbox}", self.tickets.report_written))
             if settings.regression.enabled:
                 self.fixes = FixDesk(self, self.alerts, self.tickets)
+        self.suspensions: SuspensionService | None = SuspensionService(self) if settings.suspensions.enabled else None
 
     async def deadletter_record(self, record: Any, exc: Exception) -> None:
         """A record a desk could not handle (invalid, refused by a ticket system) -> dead letters."""
         reason = {"TicketRejected": "ticket_rejected", "UnknownAlert": "unknown_alert"}.get(type(exc).__name__, "invalid")
+        if isinstance(exc, SuspensionError):
+            reason = f"suspension_{exc.code}"
         letter = self.pipeline.deadletter(
             reason, self.masker.mask_text(f"{type(exc).__name__}: {exc}")[:1000], record.value,
             Source(record.topic, record.partition, record.offset, record.timestamp), record.topic,
@@ -113,6 +118,8 @@ class Services:
             await self.tickets.start()
         if self.fixes is not None:
             await self.fixes.start()
+        if self.suspensions is not None:
+            await self.suspensions.start()
 
     async def save_skew(self) -> None:
         rows = self.tail.take_dirty_snapshots()
@@ -120,6 +127,8 @@ class Services:
             await self.clickhouse.save_skew(rows)
 
     async def stop(self) -> None:
+        if self.suspensions is not None:
+            await self.suspensions.stop()
         if self.fixes is not None:
             await self.fixes.stop()
         if self.tickets is not None:
@@ -185,6 +194,8 @@ class PlugwatchApp(faust.App):
             self.settings.topic_partitions,
             self.settings.topic_replication,
         )
+        await ensure_topics(self.settings.bootstrap_servers, [self.settings.topics.evidence_numbers], 1,
+                            self.settings.topic_replication)
         # Keys map to partitions by the masked topics' real size (a pre-existing topic may differ).
         self.services.tail.partitions = counts[self.settings.topics.masked_logs]
         self.services.alert_partitions = counts[self.settings.topics.alerts]

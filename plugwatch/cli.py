@@ -18,7 +18,7 @@ import click
 
 from plugwatch.settings import get_settings
 
-OWN_COMMANDS = {"broker", "up", "produce", "sql", "mask", "bench", "demo"}
+OWN_COMMANDS = {"broker", "up", "produce", "sql", "mask", "bench", "demo", "audit", "runtime-sim"}
 DEV_TOKEN = "plugwatch-dev-token"
 
 
@@ -263,6 +263,81 @@ def bench_mask(events: int) -> None:
     line = run_mask_bench(events=events)
     if line:
         click.echo(line)
+
+
+@cli.command("runtime-sim")
+@click.option("--delay-ms", default=50, show_default=True, help="how long the runtime takes to answer a command")
+@click.option("--failure-rate", "failure_rates", multiple=True, metavar="ACTION=P",
+              help="probability that ACTION (suspend, force_suspend, resume, lock) fails, e.g. force_suspend=0.2")
+@click.option("--silent", multiple=True, type=click.Choice(["suspend", "force_suspend", "resume", "lock"]),
+              help="never answer this action (a runtime that does not drain)")
+@click.option("--group", default="plugwatch-runtime-sim", show_default=True, help="consumer group")
+@click.option("--seed", type=int, default=None, help="random seed for the failures")
+def runtime_sim(delay_ms: int, failure_rates: tuple[str, ...], silent: tuple[str, ...], group: str,
+                seed: int | None) -> None:
+    """Play the plugin runtime: answer plugin.suspend.command on plugin.suspend.ack (Ctrl-C stops)."""
+    from plugwatch.suspension.runtime_sim import SimBehaviour, run_sim
+
+    rates = {}
+    for item in failure_rates:
+        action, _, value = item.partition("=")
+        try:
+            rates[action] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected ACTION=P, e.g. force_suspend=0.2") from None
+    settings = get_settings()
+    behaviour = SimBehaviour(delay_ms=delay_ms, failure_rates=rates, silent=frozenset(silent))
+    click.echo(f"runtime-sim: answering {settings.topics.suspend_command} on {settings.topics.suspend_ack} "
+               f"({settings.bootstrap_servers})", err=True)
+    try:
+        asyncio.run(run_sim(settings.bootstrap_servers, settings.topics.suspend_command, settings.topics.suspend_ack,
+                            behaviour, group_id=group, seed=seed))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.group()
+def audit() -> None:
+    """The audit trail (plugin.audit, ClickHouse audit_log)."""
+
+
+
+
+@audit.command("verify")
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="an audit.jsonl (one record per line, as on plugin.audit) instead of ClickHouse audit_log")
+@click.option("--chain", default=None, help="verify only this chain (one writer's)")
+@click.option("--allow-aged-out", is_flag=True,
+              help="chains may start after seq 1 (oldest rows removed by retention); their oldest row is trusted")
+@click.option("--token", envvar="PLUGWATCH_TOKEN", default=DEV_TOKEN, show_default="$PLUGWATCH_TOKEN or the dev token")
+def audit_verify(path: Path | None, chain: str | None, allow_aged_out: bool, token: str) -> None:
+    """Check the hash chains: exit 0 when intact, 1 naming each broken chain's first bad row, 2 when
+    the rows cannot be read. Without --file: ClickHouse, through the running worker if it holds chDB."""
+    from plugwatch.audit.verify import (
+        AuditReadError,
+        load_from_settings,
+        read_jsonl,
+        verify_rows,
+    )
+
+    try:
+        if path is not None:
+            rows = read_jsonl(path)
+            if chain is not None:
+                rows = [row for row in rows if row.get("chain") == chain]
+        else:
+            rows = asyncio.run(load_from_settings(get_settings(), token, chain))
+    except AuditReadError as exc:
+        click.echo(f"audit: {exc}", err=True)
+        sys.exit(2)
+    if chain is not None and not rows:
+        click.echo(f"audit: no records of chain {chain}", err=True)
+        sys.exit(1)
+    report = verify_rows(rows, allow_aged_out=allow_aged_out)
+    for problem in report.problems:
+        click.echo(f"{problem.chain}  seq {problem.seq}  {problem.audit_id or '-'}  {problem.what}")
+    click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,6 +136,24 @@ TICKET_AUTOCLOSE_RATE = Gauge(
     registry=REGISTRY,
 )
 
+SUSPEND_RESPONSE_TIME = Histogram(
+    "plugin_suspend_response_time",
+    "Seconds from a suspension request to its outcome (suspended, locked, failed)",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+SUSPEND_SUCCESS_RATE = Gauge(
+    "plugin_suspend_success_rate", "Share of finished suspensions on this worker that ended suspended",
+    registry=REGISTRY,
+)
+SUSPEND_FORCE = Counter("plugin_suspend_force_total", "force_suspend commands sent", registry=REGISTRY)
+RESUME_APPROVAL_DURATION = Histogram(
+    "plugin_resume_approval_duration",
+    "Seconds from a resume request to its last approval",
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

@@ -34,6 +34,9 @@ def default_config_dir() -> Path:
     return REPO_ROOT / "config"
 
 
+SINGLE_PARTITION_TOPICS = ("evidence_numbers",)
+
+
 class Topics(BaseModel):
     """Topic names (DESIGN §2). Every one is created explicitly at start with ``partitions``."""
 
@@ -58,6 +61,8 @@ class Topics(BaseModel):
     audit: str = "plugin.audit"
     deadletter: str = "plugin.deadletter"
     ticket_outbox: str = "plugin.ticket.outbox"
+    # One partition: a claim's offset is an evidence number no other worker gets.
+    evidence_numbers: str = "plugin.evidence.numbers"
 
     def inbound(self, signal: str) -> str:
         return {"logs": self.logs, "traces": self.traces, "metrics": self.metrics}[signal]
@@ -70,7 +75,8 @@ class Topics(BaseModel):
         }[signal]
 
     def all_names(self) -> list[str]:
-        return list(dict.fromkeys(self.model_dump().values()))
+        """Every topic created with the configured partition count (not the one-partition ones)."""
+        return list(dict.fromkeys(v for k, v in self.model_dump().items() if k not in SINGLE_PARTITION_TOPICS))
 
 
 class IngestSettings(BaseModel):
@@ -150,6 +156,18 @@ class RegressionSettings(BaseModel):
     output_tail_bytes: int = Field(4000, ge=256)
 
 
+class SuspensionSettings(BaseModel):
+    """Plugin suspension (DESIGN §7): policies, notifications, evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    policies: Path | None = None  # None -> <config_dir>/plugins/suspend_policies.yaml
+    notifications: Path | None = None  # None -> <config_dir>/plugins/notifications.yaml
+    evidence_retention: Path | None = None  # None -> <config_dir>/plugins/evidence_retention.yaml
+    evidence_dir: Path | None = None  # None -> <data_dir>/evidence
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PLUGWATCH_",
@@ -182,6 +200,7 @@ class Settings(BaseSettings):
     reports: ReportSettings = ReportSettings()
     tickets: TicketSettings = TicketSettings()
     regression: RegressionSettings = RegressionSettings()
+    suspensions: SuspensionSettings = SuspensionSettings()
     broker_session_timeout_s: float = 10.0
     broker_heartbeat_interval_s: float = 1.0
     broker_rebalance_timeout_s: float = 10.0

@@ -278,6 +278,40 @@ class ClickHouse:
         )
         return (orjson.loads(rows[0][0]), int(rows[0][1])) if rows else None
 
+    # Suspensions ---------------------------------------------------------------------------------
+
+    async def save_suspension(self, state: dict[str, Any], version: int, updated_ms: int) -> None:
+        await self.insert_rows("suspensions", [{
+            "suspension_id": state["suspension_id"], "tenant_id": state["tenant_id"], "plugin_id": state["plugin_id"],
+            "kind": state.get("kind") or "", "status": state.get("status") or "", "severity": state.get("severity") or "",
+            "mode": state.get("mode") or "", "requester": state.get("requester") or "",
+            "updated_at": updated_ms / 1000, "version": version, "state": orjson.dumps(state).decode(),
+        }])
+
+    async def suspension(self, suspension_id: str) -> tuple[dict[str, Any], int] | None:
+        _, rows = await self.query(
+            f"SELECT state, version FROM {self.database}.suspensions FINAL WHERE suspension_id = {{id:String}} LIMIT 1",
+            {"id": suspension_id},
+        )
+        return (orjson.loads(rows[0][0]), int(rows[0][1])) if rows else None
+
+    async def suspensions_of(self, tenant_id: str, plugin_id: str, limit: int = 20) -> list[tuple[dict[str, Any], int]]:
+        """The plugin's suspensions and resumes, newest first."""
+        _, rows = await self.query(
+            f"SELECT state, version FROM {self.database}.suspensions FINAL WHERE tenant_id = {{t:String}} "
+            f"AND plugin_id = {{p:String}} ORDER BY updated_at DESC LIMIT {int(limit)}",
+            {"t": tenant_id, "p": plugin_id},
+        )
+        return [(orjson.loads(state), int(version)) for state, version in rows]
+
+    async def open_suspensions(self, final: Sequence[str]) -> list[tuple[dict[str, Any], int]]:
+        """Every suspension or resume not in a final status, to carry on after a restart."""
+        _, rows = await self.query(
+            f"SELECT state, version FROM {self.database}.suspensions FINAL WHERE status NOT IN {{f:Array(String)}}",
+            {"f": list(final)},
+        )
+        return [(orjson.loads(state), int(version)) for state, version in rows]
+
     async def query(
         self,
         sql: str,

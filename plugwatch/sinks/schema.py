@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from plugwatch.evidence.numbers import evidence_sql
+from plugwatch.notify.dispatch import notifications_sql
+
 # Column kinds: how a record field becomes a column.
 TEXT = "String"
 LOW = "LowCardinality(String)"
@@ -219,6 +222,28 @@ def debug_alerts_sql(database: str) -> str:
     )
 
 
+def suspensions_sql(database: str) -> str:
+    """Suspension and resume requests (plugwatch.suspension.machine.Suspension as JSON in ``state``)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.suspensions (\n"
+        "    suspension_id String,\n"
+        "    tenant_id LowCardinality(String),\n"
+        "    plugin_id LowCardinality(String),\n"
+        "    kind LowCardinality(String),\n"
+        "    status LowCardinality(String),\n"
+        "    severity LowCardinality(String),\n"
+        "    mode LowCardinality(String),\n"
+        "    requester String,\n"
+        "    updated_at DateTime64(3, 'UTC'),\n"
+        "    version UInt64,\n"
+        "    state String CODEC(ZSTD(3))\n"
+        ")\n"
+        "ENGINE = ReplacingMergeTree(version)\n"
+        "ORDER BY (tenant_id, plugin_id, suspension_id)\n"
+        f"TTL toDateTime(updated_at) + INTERVAL {AUDIT_TTL_DAYS} DAY"
+    )
+
+
 # Reports stay as long as the audit trail that refers to them; both at least the 180 days asked.
 REPORTS_TTL_DAYS = 400
 AUDIT_TTL_DAYS = 400
@@ -229,5 +254,6 @@ def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
         [f"CREATE DATABASE IF NOT EXISTS {database}"]
         + [table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()]
         + [skew_state_sql(database), debug_reports_sql(database), audit_log_sql(database),
-           tickets_sql(database), ticket_comments_sql(database), debug_alerts_sql(database)]
+           tickets_sql(database), ticket_comments_sql(database), debug_alerts_sql(database),
+           suspensions_sql(database), notifications_sql(database), evidence_sql(database)]
     )

@@ -177,6 +177,7 @@ class Window(PluginDebugView):
 
 def register_views(app: PlugwatchApp) -> None:
     from plugwatch.web.reports import register_report_views
+    from plugwatch.web.suspensions import register_suspension_views
     from plugwatch.web.tickets import register_ticket_views
 
     app.page("/healthz")(Health)
@@ -186,3 +187,4 @@ def register_views(app: PlugwatchApp) -> None:
     app.page("/internal/debug/window")(Window)
     register_report_views(app)
     register_ticket_views(app)
+    register_suspension_views(app)

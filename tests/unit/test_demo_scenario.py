@@ -182,7 +182,7 @@ RENAMED = Topics(**{name: f"x.{value}" for name, value in Topics().model_dump().
 def test_design_topic_names_map_to_the_configured_ones():
     mapping = topic_map(RENAMED)
     assert mapping["telemetry.logs"] == "x.telemetry.logs" and mapping["plugin.risk.signal"] == "x.plugin.risk.signal"
-    assert topic_map(Topics()) == {name: name for name in Topics().all_names()}
+    assert topic_map(Topics()) == {name: name for name in Topics().model_dump().values()}
     entries = [{"topic": "plugin.debug.alert", "key": "a/b", "value": {}}, {"topic": "custom", "key": None, "value": 1}]
     assert [e["topic"] for e in map_topics(entries, mapping)] == ["x.plugin.debug.alert", "custom"]
     assert entries[0]["topic"] == "plugin.debug.alert"  # not mutated

@@ -1,0 +1,253 @@
+"""Plugin suspension on the real broker and chDB, with ``plugwatch runtime-sim`` playing the plugin
+runtime, a real SMTP server (aiosmtpd) and a real webhook server: wait success with evidence,
+notifications and an audit trail that verifies; a wait timeout escalating to force and a failing
+force ending locked (with the evidence store failing); dual-approval resume; 401/403 and tenant
+isolation."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+
+from plugwatch.embedded import free_port, stop_process
+
+from .conftest import TOKEN, Worker, consume, produce, wait_for
+
+TOKENS = {"requester": "tok-requester", "sec": "tok-sec", "ops": "tok-ops", "other": "tok-other"}
+EMAIL = "li.wei@example.com"
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("people") / "access.yaml"
+    roles = {"requester": ("[ops]", "['*']"), "sec": ("[security, auditor]", "['*']"), "ops": ("[ops]", "['*']"),
+             "other": ("[developer, security]", "[globex]")}
+    lines = ["principals:", "  - name: integration", f"    token_sha256: {hashlib.sha256(TOKEN.encode()).hexdigest()}",
+             "    roles: [auditor]", "    tenants: ['*']"]
+    for name, token in TOKENS.items():
+        role, tenants = roles[name]
+        lines += [f"  - name: {name}", f"    token_sha256: {hashlib.sha256(token.encode()).hexdigest()}",
+                  f"    roles: {role}", f"    tenants: {tenants}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def auth(who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[who]}"}
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+class Hooks(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def do_POST(self) -> None:
+        self.server.received.append(orjson.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+        self.send_response(204)
+        self.end_headers()
+
+
+@pytest.fixture
+def channels(tmp_path: Path):
+    """A real SMTP server and webhook server, and a notifications config naming them for tenant acme."""
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
+    hooks.received = []
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    config = tmp_path / "notifications.yaml"
+    config.write_text(
+        "tenants:\n"
+        "  acme:\n    language: zh-CN\n    channels: [email, webhook, console]\n"
+        "    email: {to: [plugin-ops@acme.example]}\n"
+        f"    webhook: {{url: 'http://127.0.0.1:{hooks.server_port}/hook'}}\n"
+        "  '*':\n    language: en\n    channels: [console]\n"
+        f"channels:\n  smtp: {{host: 127.0.0.1, port: {smtp.port}, from: plugwatch@platform.example, timeout_s: 5}}\n"
+        "  webhook: {timeout_s: 5}\n"
+    )
+    yield config, mailbox, hooks
+    smtp.stop()
+    hooks.shutdown()
+
+
+def start_sim(worker: Worker, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "plugwatch", "runtime-sim", "--delay-ms", "20", "--group",
+         f"sim-{uuid.uuid4().hex[:8]}", *args],
+        env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def plugin_state(worker: Worker, plugin: str, who: str = "sec") -> dict[str, Any]:
+    response = worker.http.get(f"/api/plugins/{plugin}", params={"tenant_id": "acme"}, headers=auth(who))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def errors_of(broker, worker: Worker, plugin: str) -> None:
+    t = int(time.time() * 1000)
+    logs = [{"tenant_id": "acme", "plugin_id": plugin, "plugin_version": "3.2.1", "instance_id": "pg-0", "ts": t - 1000 * i,
+             "level": "ERROR", "message": f"card data logged for {EMAIL}", "feature_flags": {"new_client": True}}
+            for i in range(5)]
+    produce(broker, worker.topics.logs, [(f"acme/{plugin}".encode(), orjson.dumps(r)) for r in logs])
+    wait_for(lambda: len(worker.get("/internal/debug/window", plugin=f"acme/{plugin}")["entries"]) >= 5, 60,
+             "the plugin's logs in the window", worker)
+
+
+def test_a_critical_risk_signal_suspends_in_wait_mode_with_evidence_notifications_and_a_verified_audit(
+        broker, people, channels, tmp_path):
+    config, mailbox, hooks = channels
+    evidence_dir = tmp_path / "evidence"
+    worker = Worker(broker, people, tmp_path, suspensions__notifications=str(config),
+                    suspensions__evidence_dir=str(evidence_dir)).start()
+    sim = start_sim(worker)
+    try:
+        errors_of(broker, worker, "pay")
+        signal = {"signal_id": "RSK-1", "ts": int(time.time() * 1000), "tenant_id": "acme", "plugin_id": "pay",
+                  "severity": "critical", "reason": "card data written to logs", "mode": "wait", "requester": "secscan"}
+        produce(broker, worker.topics.risk_signals, [(b"acme/pay", orjson.dumps(signal))])
+        state = wait_for(lambda: (s := plugin_state(worker, "pay"))["state"] == "suspended" and s, 60, "pay suspended",
+                         worker)
+        current = state["current"]
+        assert current["status"] == "suspended" and current["mode"] == "wait" and current["requester"] == "secscan"
+        assert current["elapsed"]["request_to_command_ms"] is not None
+
+        (_, command), = consume(broker, worker.topics.suspend_command, 1)
+        assert command["action"] == "suspend" and command["plugin_id"] == "pay" and command["tenant_id"] == "acme"
+        assert command["requester"] == "secscan" and command["approvers"] and command["deadline"] > command["issued_at_ms"]
+        (_, done), = consume(broker, worker.topics.suspend_completed, 1)
+        assert done["suspension_id"] == current["suspension_id"] and done["status"] == "suspended"
+
+        (_, evidence), = consume(broker, worker.topics.evidence, 1)
+        assert evidence["evidence_id"].startswith("EVD-") and evidence["plugin_id"] == "pay"
+        stored = next(evidence_dir.rglob(f"{evidence['sha256']}.jsonl.gz"))
+        data = stored.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == evidence["sha256"] and evidence["counts"]["logs"] == 5
+        assert EMAIL.encode() not in gzip.decompress(data)
+
+        wait_for(lambda: len(mailbox.messages) >= 2 and len(hooks.received) >= 2, 60, "email and webhook", worker)
+        message = email.message_from_bytes(mailbox.messages[-1].content, policy=email.policy.default)
+        body = message.get_body().get_content()
+        assert "pay" in body and "pay" in message["subject"] and EMAIL not in body
+        assert any("暂停" in hook["subject"] for hook in hooks.received)
+        rows = worker.wait_for_rows("SELECT channel, status FROM plugwatch.notifications FINAL "
+                                    "WHERE plugin_id = 'pay' AND status = 'sent'", 4)
+        assert {channel for channel, _ in rows} == {"email", "webhook", "console"}
+
+        audits = consume(broker, worker.topics.audit, 6)
+        actions = {record["action"] for _, record in audits}
+        assert {"suspend.requested", "evidence.write", "notification.sent"} <= actions
+        path = tmp_path / "audit.jsonl"
+        records = [record for _, record in consume(broker, worker.topics.audit, len(audits))]
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        ok = subprocess.run([sys.executable, "-m", "plugwatch", "audit", "verify", "--file", str(path)],
+                            capture_output=True, text=True, env=worker.env)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        records[2]["details"] = {**records[2]["details"], "edited": True}
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        bad = subprocess.run([sys.executable, "-m", "plugwatch", "audit", "verify", "--file", str(path)],
+                             capture_output=True, text=True, env=worker.env)
+        assert bad.returncode == 1 and records[2]["audit_id"] in bad.stdout + bad.stderr
+    finally:
+        stop_process(sim)
+        worker.stop()
+
+
+def test_wait_timeout_escalates_to_force_and_a_failing_force_locks_while_evidence_storage_fails(
+        broker, people, tmp_path):
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        "defaults: {default_mode: wait, wait_timeout_s: 1, force_timeout_s: 1, force_retries: 1, lock_on_failure: true}\n"
+        "severities:\n"
+        "  critical: {approvals: [{roles: [security], count: 1}], may_force: true, escalate_to_force: true}\n"
+        "  high: {approvals: [{roles: [security], count: 1}], may_force: true, escalate_to_force: true}\n"
+        "  medium: {approvals: [{roles: [security], count: 1}, {roles: [ops], count: 1}], may_force: true}\n"
+        "  low: {approvals: [{roles: [security], count: 1}, {roles: [ops], count: 1}]}\n"
+        "resume: {approvals: [{roles: [security, ops], count: 2}], timeout_s: 5, retries: 0}\n"
+    )
+    not_a_dir = tmp_path / "evidence-is-a-file"
+    not_a_dir.write_text("the evidence store cannot write under a file")
+    worker = Worker(broker, people, tmp_path, suspensions__policies=str(policies),
+                    suspensions__evidence_dir=str(not_a_dir)).start()
+    sim = start_sim(worker, "--silent", "suspend", "--failure-rate", "force_suspend=1")
+    try:
+        asked = worker.http.post("/api/plugins/crm/suspend", json={"tenant_id": "acme", "reason": "exfiltration",
+                                                                  "severity": "high"}, headers=auth("requester"))
+        assert asked.status_code == 202 and asked.json()["status"] == "requested", asked.text
+        sid = asked.json()["suspension_id"]
+        own = worker.http.post(f"/api/suspensions/{sid}/approve", headers=auth("requester"))
+        assert own.status_code == 403 and own.json()["error"] in ("self_approval", "not_allowed")
+        approved = worker.http.post(f"/api/suspensions/{sid}/approve", headers=auth("sec"))
+        assert approved.status_code == 200 and approved.json()["status"] == "executing", approved.text
+
+        locked = wait_for(lambda: (s := plugin_state(worker, "crm"))["state"] == "locked" and s, 90, "crm locked",
+                          worker)
+        actions = [c["action"] for c in locked["current"]["commands"]]
+        assert actions == ["suspend", "force_suspend", "force_suspend", "lock"], actions
+        alerts = consume(broker, worker.topics.alerts, 1)
+        assert any(a["kind"] == "suspension_locked" and a["plugin_id"] == "crm" for _, a in alerts)
+        assert "plugin_suspend_force_total 2.0" in worker.metrics()
+        audits = wait_for(lambda: [r for _, r in consume(broker, worker.topics.audit, 1)
+                                   if r["action"] == "evidence.failed"] or None, 90, "evidence failure audited", worker)
+        assert audits[0]["plugin_id"] == "crm"
+    finally:
+        stop_process(sim)
+        worker.stop()
+
+
+def test_resume_needs_two_distinct_approvers_and_other_tenants_see_nothing(broker, people, tmp_path):
+    worker = Worker(broker, people, tmp_path).start()
+    sim = start_sim(worker)
+    try:
+        signal = {"signal_id": "RSK-2", "ts": int(time.time() * 1000), "tenant_id": "acme", "plugin_id": "wiki",
+                  "severity": "critical", "reason": "malware", "mode": "wait", "requester": "secscan"}
+        produce(broker, worker.topics.risk_signals, [(b"acme/wiki", orjson.dumps(signal))])
+        wait_for(lambda: plugin_state(worker, "wiki")["state"] == "suspended", 60, "wiki suspended", worker)
+
+        asked = worker.http.post("/api/plugins/wiki/resume", json={"tenant_id": "acme"}, headers=auth("requester"))
+        assert asked.status_code == 202 and asked.json()["kind"] == "resume", asked.text
+        rid = asked.json()["suspension_id"]
+        first = worker.http.post(f"/api/suspensions/{rid}/approve", headers=auth("sec"))
+        assert first.status_code == 200 and first.json()["status"] == "requested"
+        again = worker.http.post(f"/api/suspensions/{rid}/approve", headers=auth("sec"))
+        assert again.status_code in (403, 409)
+        second = worker.http.post(f"/api/suspensions/{rid}/approve", headers=auth("ops"))
+        assert second.status_code == 200 and second.json()["status"] == "executing", second.text
+        wait_for(lambda: plugin_state(worker, "wiki")["state"] == "active", 60, "wiki resumed", worker)
+        assert "plugin_resume_approval_duration_count 1.0" in worker.metrics()
+
+        assert worker.http.get("/api/plugins/wiki", params={"tenant_id": "acme"}).status_code == 401
+        assert worker.http.get("/api/plugins/wiki", params={"tenant_id": "acme"},
+                               headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert worker.http.get("/api/plugins/wiki", params={"tenant_id": "acme"}, headers=auth("other")).status_code == 403
+        assert worker.http.get(f"/api/suspensions/{rid}", headers=auth("other")).status_code == 403
+        foreign = worker.http.post("/api/plugins/wiki/suspend", json={"tenant_id": "acme"}, headers=auth("other"))
+        assert foreign.status_code == 403
+    finally:
+        stop_process(sim)
+        worker.stop()
