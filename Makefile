@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium run demo test test-unit test-integration bench bench-mask bench-window bench-report clean
+.PHONY: install chromium run demo test test-unit test-integration bench bench-mask bench-window bench-report bench-suspend clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ bench-mask: $(STAMP)
 
 bench-report: $(STAMP)
 	$(BIN)/plugwatch bench report
+
+bench-suspend: $(STAMP)
+	$(BIN)/plugwatch bench suspend
 
 bench-window: $(STAMP)
 	$(BIN)/plugwatch bench window

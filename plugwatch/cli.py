@@ -254,6 +254,15 @@ def bench_report(alerts: int, alert_rate: float, rate: float, plugins: int) -> N
     click.echo(run(alerts=alerts, alert_rate=alert_rate, rate=rate, plugins=plugins))
 
 
+@bench.command("suspend")
+@click.option("--requests", default=100, show_default=True, help="concurrent requests, one plugin each")
+def bench_suspend(requests: int) -> None:
+    """p50/p99 request -> command latency of concurrent suspension requests (auto-approve policy)."""
+    from plugwatch.bench.suspend import run
+
+    click.echo(run(requests=requests))
+
+
 @bench.command("mask")
 @click.option("--events", default=20_000, show_default=True)
 def bench_mask(events: int) -> None:

@@ -35,7 +35,6 @@ import orjson
 from plugwatch.settings import REPO_ROOT, Settings, Topics, get_settings
 
 DEFAULT_SCENARIO = REPO_ROOT / "examples" / "scenarios" / "incident.jsonl"
-NOT_HANDLED = "not handled: no suspension service yet"
 WORKER_START_TIMEOUT_S = 120.0
 SETTLE_S = 2.0  # after the last report: quiet this long before collecting (late-data revisions)
 IDLE_S = 1.5  # topics counted once nothing new arrived for this long
@@ -156,6 +155,7 @@ class Observed:
     last_record_at: float = 0.0  # monotonic
     last_report_at: float = 0.0
     alert_states: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert_id -> lifecycle (API)
+    completions: list[dict[str, Any]] = field(default_factory=list)  # plugin.suspend.completed records
 
     def add(self, topic: str, value: bytes | None, timestamp_ms: int | None, now: float) -> None:
         if timestamp_ms is not None and 0 < timestamp_ms < self.since_ms:
@@ -163,7 +163,7 @@ class Observed:
         self.counts[topic] += 1
         self.last_record_at = now
         kept = {getattr(self.topics, name) for name in OUTPUT_TOPICS.values() if name}
-        if topic != self.topics.debug_report and topic not in kept:
+        if topic != self.topics.debug_report and topic != self.topics.suspend_completed and topic not in kept:
             return
         try:
             decoded = orjson.loads(value) if value else None
@@ -173,6 +173,8 @@ class Observed:
             self.records.setdefault(topic, []).append(decoded)
         if topic == self.topics.debug_report and isinstance(decoded, dict):
             self.add_report(decoded, now)
+        if topic == self.topics.suspend_completed and isinstance(decoded, dict):
+            self.completions.append(decoded)
 
     def add_report(self, report: dict[str, Any], now: float) -> None:
         alert_id = str(report.get("alert_id"))
@@ -221,26 +223,38 @@ class ReportWaiter:
         return "reported" if self.done() else "no report"
 
 
+SUSPENSION_FINAL = ("suspended", "locked", "failed", "rejected")
+
+
 @dataclass
 class RiskSignalWaiter:
-    """A risk signal raises a suspension request. There is no suspension service yet, so there is no
-    final state to wait for: done at once and recorded as not handled. Once suspensions exist, done()
-    checks the request's final state (completed, rejected, locked) from the topics or the API."""
+    """A risk signal raises a suspension request for its plugin: done once a suspension of that
+    plugin reached a final state on ``plugin.suspend.completed`` (suspended, locked, failed, rejected)."""
 
     signal_id: str
+    observed: Observed
+    tenant_id: str = ""
+    plugin_id: str = ""
 
     @property
     def description(self) -> str:
         return f"suspension for risk signal {self.signal_id}"
 
-    def done(self) -> bool:
-        return True
+    def _outcome(self) -> dict[str, Any] | None:
+        return next((c for c in reversed(self.observed.completions)
+                     if c.get("kind") == "suspend" and c.get("status") in SUSPENSION_FINAL
+                     and (c.get("tenant_id"), c.get("plugin_id")) == (self.tenant_id, self.plugin_id)), None)
 
-    def handled(self) -> bool:
-        return False
+    def done(self) -> bool:
+        return self._outcome() is not None
+
+    handled = done
 
     def state(self) -> str:
-        return NOT_HANDLED
+        outcome = self._outcome()
+        if outcome is None:
+            return "no outcome"
+        return f"{outcome['status']} ({outcome.get('suspension_id')}, mode {outcome.get('mode')})"
 
 
 FIX_FINAL = ("resolved", "failed")
@@ -268,7 +282,8 @@ class FixWaiter:
 
 def waiters_for(scenario: Scenario, observed: Observed) -> list[Waiter]:
     waiters: list[Waiter] = [ReportWaiter(alert_id, observed) for alert_id in scenario.alerts]
-    waiters += [RiskSignalWaiter(signal_id) for signal_id in scenario.risk_signals]
+    waiters += [RiskSignalWaiter(signal_id, observed, str(signal.get("tenant_id")), str(signal.get("plugin_id")))
+                for signal_id, signal in scenario.risk_signals.items()]
     waiters += [FixWaiter(alert_id, observed) for alert_id in scenario.fixes]
     return waiters
 
@@ -341,6 +356,7 @@ class Stack:
         self.say = say
         self.broker: Any = None  # EmbeddedBroker we started
         self.worker: subprocess.Popen[bytes] | None = None
+        self.runtime: subprocess.Popen[bytes] | None = None  # plugwatch runtime-sim
         self.started_worker = False
         self.worker_log = out / "worker.log"
         self.base_url = f"http://{_client_host(settings.web_host)}:{settings.web_port}"
@@ -368,6 +384,18 @@ class Stack:
         else:
             self.say(f"worker: using the one at {self.base_url}")
         self._wait_healthy()
+        self._start_runtime()
+        self.say("runtime: started plugwatch runtime-sim (answers suspend commands)")
+
+    def _start_runtime(self) -> None:
+        from plugwatch.embedded import die_with_parent
+
+        env = {**os.environ, "PLUGWATCH_BROKER_URL": self.settings.broker_url}
+        with open(self.out / "runtime-sim.log", "wb") as log:
+            self.runtime = subprocess.Popen(
+                [sys.executable, "-m", "plugwatch", "runtime-sim", "--group", "plugwatch-demo-runtime-sim"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+            )
 
     def _health(self) -> int | None:
         """/healthz status code, or None when nothing answers."""
@@ -436,6 +464,8 @@ class Stack:
     def stop(self) -> None:
         from plugwatch.embedded import stop_process
 
+        runtime, self.runtime = self.runtime, None
+        stop_process(runtime)
         worker, self.worker = self.worker, None
         stop_process(worker)
         broker, self.broker = self.broker, None
@@ -713,7 +743,7 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
             sent = progress.add_task("published", total=len(scenario.entries), note="")
             ingested = progress.add_task("telemetry masked", total=scenario.count(*telemetry), note="")
             reported = progress.add_task("alerts reported", total=len(scenario.alerts), note="")
-            risk = progress.add_task("risk signals", total=len(scenario.risk_signals), note=NOT_HANDLED,
+            risk = progress.add_task("risk signals", total=len(scenario.risk_signals), note="",
                                      visible=bool(scenario.risk_signals))
             fixed = progress.add_task("fixes checked", total=len(scenario.fixes), note="",
                                       visible=bool(scenario.fixes))
@@ -722,7 +752,8 @@ async def _run(settings: Settings, stack: Stack, scenario_path: Path, entries: l
                 done_masked = sum(observed.counts[t] for t in masked)
                 progress.update(ingested, completed=min(done_masked, scenario.count(*telemetry)))
                 progress.update(reported, completed=sum(isinstance(w, ReportWaiter) and w.handled() for w in waiters))
-                progress.update(risk, completed=sum(isinstance(w, RiskSignalWaiter) and w.handled() for w in waiters))
+                progress.update(risk, completed=sum(isinstance(w, RiskSignalWaiter) and w.handled() for w in waiters),
+                                note=", ".join(w.state() for w in waiters if isinstance(w, RiskSignalWaiter)))
                 progress.update(fixed, completed=sum(isinstance(w, FixWaiter) and w.handled() for w in waiters),
                                 note=", ".join(w.state() for w in waiters if isinstance(w, FixWaiter)))
 

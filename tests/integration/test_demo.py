@@ -13,7 +13,6 @@ from typing import Any
 import orjson
 import pytest
 
-from plugwatch.demo import NOT_HANDLED
 from plugwatch.embedded import free_port, port_open
 from plugwatch.settings import REPO_ROOT
 
@@ -135,7 +134,7 @@ def test_the_summary_has_latencies_risk_signal_states_and_topic_counts(demo: Dem
     assert isinstance(alert["report_latency_ms"], int) and 0 <= alert["report_latency_ms"] < 60_000
     assert alert["json"] == f"reports/{ALERT_ID}.json" and alert["html"] == f"reports/{ALERT_ID}.html"
     assert alert["revision"] == demo.json(alert["json"])["revision"]
-    assert summary["risk_signals"] == {gen.SIGNAL_ID: {"state": NOT_HANDLED}}
+    assert summary["risk_signals"][gen.SIGNAL_ID]["state"].startswith("suspended (SUS-")
     published = {"telemetry.logs": 0, "telemetry.traces": 0, "telemetry.metrics": 0, "plugin.debug.alert": 0,
                  "plugin.risk.signal": 0, "plugin.fix.submitted": 0}
     for line in SCENARIO.read_bytes().splitlines():
@@ -159,6 +158,21 @@ def test_the_fix_passes_its_regression_and_closes_the_one_ticket_and_the_alert(d
     assert alert["status"] == "resolved" and alert["ticket_id"] == ticket["ticket_id"]
     assert demo.json("summary.json")["topics"]["plugin.debug.alert.resolved"] == 1
     assert f"{ALERT_ID}: resolved, ticket {ticket['ticket_id']}" in demo.proc.stdout
+
+
+def test_the_critical_signal_suspends_the_plugin_with_commands_evidence_and_audit(demo: DemoRun):
+    assert demo.proc.returncode == 0, demo.explain()
+    commands = [orjson.loads(line) for line in (demo.out / "commands.jsonl").read_bytes().splitlines()]
+    assert commands and commands[0]["plugin_id"] == "payment-gateway" and commands[0]["action"] == "suspend"
+    assert commands[0]["requester"] == "secscan"
+    evidence = [orjson.loads(line) for line in (demo.out / "evidence.jsonl").read_bytes().splitlines()]
+    assert evidence and evidence[0]["plugin_id"] == "payment-gateway" and evidence[0]["evidence_id"].startswith("EVD-")
+    audit = demo.out / "audit.jsonl"
+    actions = {orjson.loads(line)["action"] for line in audit.read_bytes().splitlines()}
+    assert {"suspend.requested", "evidence.write"} <= actions
+    verified = subprocess.run([sys.executable, "-m", "plugwatch", "audit", "verify", "--file", str(audit)],
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_everything_the_demo_started_is_stopped(demo: DemoRun):

@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from plugwatch.demo import (
-    NOT_HANDLED,
     DemoError,
     FixWaiter,
     Observed,
@@ -236,7 +235,7 @@ def test_observed_keeps_the_latest_revision_counts_topics_and_ignores_older_reco
     assert observed.last_report_at == 1.0 and observed.last_record_at == 6.0
 
 
-def test_waiters_wait_for_reports_fix_outcomes_and_not_yet_for_suspensions():
+def test_waiters_wait_for_reports_fix_outcomes_and_suspension_outcomes():
     topics = Topics()
     scenario = Scenario.from_entries(ENTRIES, topics)
     observed = Observed(topics, set(scenario.alerts))
@@ -244,11 +243,19 @@ def test_waiters_wait_for_reports_fix_outcomes_and_not_yet_for_suspensions():
     report_waiter, risk_waiter, fix_waiter = waiters
     assert isinstance(report_waiter, ReportWaiter) and isinstance(risk_waiter, RiskSignalWaiter)
     assert isinstance(fix_waiter, FixWaiter)
-    assert [w.done() for w in waiters] == [False, True, False]
+    assert [w.done() for w in waiters] == [False, False, False]
     assert report_waiter.description == "report for alert ALR-20261124-0001"
     observed.add(topics.debug_report, report("ALR-20261124-0001", 1), None, now=1.0)
     assert report_waiter.done() and report_waiter.handled() and not risk_waiter.handled()
-    assert risk_waiter.state() == NOT_HANDLED
+    assert risk_waiter.state() == "no outcome"
+    executing = {"kind": "suspend", "status": "executing", "tenant_id": "acme", "plugin_id": "payment-gateway"}
+    observed.add(topics.suspend_completed, orjson.dumps(executing), None, now=1.5)
+    other = {**executing, "status": "suspended", "plugin_id": "another"}
+    observed.add(topics.suspend_completed, orjson.dumps(other), None, now=1.6)
+    assert not risk_waiter.done()
+    done = {**executing, "status": "suspended", "suspension_id": "SUS-1", "mode": "wait"}
+    observed.add(topics.suspend_completed, orjson.dumps(done), None, now=1.7)
+    assert risk_waiter.done() and risk_waiter.state() == "suspended (SUS-1, mode wait)"
     assert not fixes_due(scenario, observed)  # held until the alert has its ticket
     observed.alert_states["ALR-20261124-0001"] = {"status": "reported"}
     assert not fixes_due(scenario, observed)
@@ -264,14 +271,14 @@ def test_summary_lists_each_alerts_report_each_signals_state_and_every_topic():
     reports = {"A": orjson.loads(report("A", 3))}
     summary = build_summary(
         scenario="incident.jsonl", started_at="2026-11-24T09:00:00.000+00:00", alert_ids=["A", "B"], reports=reports,
-        files={"A": {"json": "reports/A.json", "html": "reports/A.html"}}, risk_states={"S": NOT_HANDLED},
+        files={"A": {"json": "reports/A.json", "html": "reports/A.html"}}, risk_states={"S": "suspended (SUS-1, mode wait)"},
         counts={"telemetry.logs": 78, "extra.topic": 2}, topic_names=Topics().all_names(),
         outputs=["reports/A.json", "audit.jsonl"],
     )
     assert summary["alerts"]["A"] == {"report_id": "RPT-1", "revision": 3, "report_latency_ms": 40, "complete": True,
                                       "fallback_used": False, "json": "reports/A.json", "html": "reports/A.html"}
     assert summary["alerts"]["B"] == {"report_id": None, "state": "no report"}
-    assert summary["risk_signals"] == {"S": {"state": "not handled: no suspension service yet"}}
+    assert summary["risk_signals"] == {"S": {"state": "suspended (SUS-1, mode wait)"}}
     assert summary["topics"]["telemetry.logs"] == 78 and summary["topics"]["plugin.audit"] == 0
     assert summary["topics"]["extra.topic"] == 2 and set(Topics().all_names()) <= set(summary["topics"])
     assert summary["outputs"] == ["audit.jsonl", "reports/A.json"]
