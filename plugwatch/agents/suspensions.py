@@ -16,6 +16,8 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -54,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINAL = ("suspended", "locked", "failed", "rejected", "resumed")
 NOTIFY_KINDS = {
     "suspend.requested": "suspension_requested", "suspend.executing": "suspension_executing",
     "suspend.escalated": "suspension_executing", "suspend.suspended": "plugin_suspended",
@@ -82,7 +83,9 @@ class SuspensionService:
         self.numbers = EvidenceNumbers(self._claim_number)
         self.records: dict[str, tuple[Suspension, int]] = {}  # suspension_id -> (record, version)
         self.latest: dict[tuple[str, str], str] = {}  # plugin -> its latest suspension or resume id
-        self._locks = [asyncio.Lock() for _ in range(64)]
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # plugin -> (lock, users)
+        self._rows: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         topics = settings.topics
@@ -102,12 +105,14 @@ class SuspensionService:
     # Lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for data, version in await self.services.clickhouse.open_suspensions(FINAL):
+        # Every plugin's latest record: a plugin missing here has none, with no query on the request path.
+        for data, version in await self.services.clickhouse.latest_suspensions():
             record = Suspension.from_dict(data)
             self._remember(record, version)
             command = record.current_command
-            if command is not None and command.get("deadline"):
+            if record.is_open and command is not None and command.get("deadline"):
                 self._schedule(record.suspension_id, command["command_id"], int(command["deadline"]))
+        self._writer = asyncio.ensure_future(self._write_rows())
         await self.acks.start()
         await self.signals.start()
 
@@ -120,6 +125,24 @@ class SuspensionService:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.dispatcher.aclose()
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(self._rows.join(), 10)
+            except asyncio.TimeoutError:
+                log.warning("%d suspension rows not written to ClickHouse at shutdown", self._rows.qsize())
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _write_rows(self) -> None:
+        """Records to ClickHouse behind the work, many per insert: the requester waits for the
+        command, not for ClickHouse (versions keep the newest of each record)."""
+        while True:
+            rows = [await self._rows.get()]
+            while not self._rows.empty():
+                rows.append(self._rows.get_nowait())
+            await retry_forever("suspensions to ClickHouse", lambda: self.services.clickhouse.insert_rows("suspensions", rows))
+            for _ in rows:
+                self._rows.task_done()
 
     # Requests in -------------------------------------------------------------------------------
 
@@ -235,9 +258,20 @@ class SuspensionService:
 
     # The one way records change ----------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _plugin_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._locks[key]
+
     async def _change(self, tenant_id: str, plugin_id: str, suspension_id: str | None, event: Any) -> Suspension:
-        key = (tenant_id, plugin_id)
-        async with self._locks[hash(key) % len(self._locks)]:
+        async with self._plugin_lock((tenant_id, plugin_id)):
             if suspension_id is None:
                 current, version = await self._latest(tenant_id, plugin_id)
             else:
@@ -250,23 +284,15 @@ class SuspensionService:
             for effect in effects:  # the command goes out first: that is what the requester waits for
                 if isinstance(effect, SendCommand):
                     await self._send_command(effect.command)
-            await retry_forever("suspension to ClickHouse", lambda: self.services.clickhouse.save_suspension(
-                new.as_dict(), version + 1, new.updated_ms))
             self._remember(new, version + 1)
+            self._rows.put_nowait(self.services.clickhouse.suspension_row(new.as_dict(), version + 1, new.updated_ms))
             for effect in effects:
                 await self._effect(new, effect)
             return new
 
     async def _latest(self, tenant_id: str, plugin_id: str) -> tuple[Suspension | None, int]:
         sid = self.latest.get((tenant_id, plugin_id))
-        if sid is not None:
-            return await self._load(sid)
-        rows = await self.services.clickhouse.suspensions_of(tenant_id, plugin_id, limit=1)
-        if not rows:
-            return None, 0
-        record = Suspension.from_dict(rows[0][0])
-        self._remember(record, rows[0][1])
-        return record, rows[0][1]
+        return (None, 0) if sid is None else await self._load(sid)
 
     async def _load(self, suspension_id: str) -> tuple[Suspension, int]:
         held = self.records.get(suspension_id)
@@ -289,8 +315,9 @@ class SuspensionService:
         if latest is None or latest == record.suspension_id or record.created_ms >= self.records.get(
                 latest, (record, 0))[0].created_ms:
             self.latest[key] = record.suspension_id
-        if not record.is_open:  # finished records are served from ClickHouse; keep the latest only
-            for sid in [s for s, (r, _) in self.records.items() if not r.is_open and s not in self.latest.values()]:
+        if not record.is_open:  # finished records other than a plugin's latest are served from ClickHouse
+            latest = set(self.latest.values())
+            for sid in [s for s, (r, _) in self.records.items() if not r.is_open and s not in latest]:
                 del self.records[sid]
 
     # Effects -----------------------------------------------------------------------------------

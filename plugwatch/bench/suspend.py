@@ -112,5 +112,6 @@ def run(requests: int = 100, timeout_s: float = 120.0) -> str:
             stop_worker(proc)
     finally:
         broker.stop()
-    say(f"request -> command: max {max(latencies):.0f} ms over {len(latencies)} requests")
+    say(f"request -> command: p90 {percentile(latencies, 90):.0f} ms; max {max(latencies):.0f} ms; "
+        f"{sum(v > 1000 for v in latencies)} over 1 s of {len(latencies)} requests")
     return f"suspend: p50 {percentile(latencies, 50):.0f} ms; p99 {percentile(latencies, 99):.0f} ms; completed {completed}/{requests}"

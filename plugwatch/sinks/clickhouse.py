@@ -280,13 +280,15 @@ class ClickHouse:
 
     # Suspensions ---------------------------------------------------------------------------------
 
-    async def save_suspension(self, state: dict[str, Any], version: int, updated_ms: int) -> None:
-        await self.insert_rows("suspensions", [{
+    @staticmethod
+    def suspension_row(state: dict[str, Any], version: int, updated_ms: int) -> dict[str, Any]:
+        """A ``suspensions`` row for ``insert_rows`` (the newest version of a record wins)."""
+        return {
             "suspension_id": state["suspension_id"], "tenant_id": state["tenant_id"], "plugin_id": state["plugin_id"],
             "kind": state.get("kind") or "", "status": state.get("status") or "", "severity": state.get("severity") or "",
             "mode": state.get("mode") or "", "requester": state.get("requester") or "",
             "updated_at": updated_ms / 1000, "version": version, "state": orjson.dumps(state).decode(),
-        }])
+        }
 
     async def suspension(self, suspension_id: str) -> tuple[dict[str, Any], int] | None:
         _, rows = await self.query(
@@ -304,11 +306,11 @@ class ClickHouse:
         )
         return [(orjson.loads(state), int(version)) for state, version in rows]
 
-    async def open_suspensions(self, final: Sequence[str]) -> list[tuple[dict[str, Any], int]]:
-        """Every suspension or resume not in a final status, to carry on after a restart."""
+    async def latest_suspensions(self) -> list[tuple[dict[str, Any], int]]:
+        """The latest suspension or resume of every plugin, to carry on after a restart."""
         _, rows = await self.query(
-            f"SELECT state, version FROM {self.database}.suspensions FINAL WHERE status NOT IN {{f:Array(String)}}",
-            {"f": list(final)},
+            f"SELECT state, version FROM {self.database}.suspensions FINAL "
+            "ORDER BY updated_at DESC LIMIT 1 BY tenant_id, plugin_id",
         )
         return [(orjson.loads(state), int(version)) for state, version in rows]
 
