@@ -113,6 +113,7 @@ class SuspensionService:
             if record.is_open and command is not None and command.get("deadline"):
                 self._schedule(record.suspension_id, command["command_id"], int(command["deadline"]))
         self._writer = asyncio.ensure_future(self._write_rows())
+        self._spawn(self._expire_evidence())
         await self.acks.start()
         await self.signals.start()
 
@@ -132,6 +133,29 @@ class SuspensionService:
                 log.warning("%d suspension rows not written to ClickHouse at shutdown", self._rows.qsize())
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+
+    async def _expire_evidence(self, every_s: float = 3600) -> None:
+        """Bundles past their retention leave the store (the ``evidence`` rows by their TTL)."""
+        while True:
+            try:
+                gone = await self.store.expire(self.now_ms(), self.retention)
+                if gone:
+                    await self.services.audit.record("evidence.expired", "plugwatch", target=f"{len(gone)} bundles",
+                                                     details={"sha256": gone[:100]})
+            except Exception as exc:
+                log.warning("evidence expiry failed: %s", exc)
+            await asyncio.sleep(every_s)
+
+    async def evidence(self, evidence_id: str) -> dict[str, Any] | None:
+        return await self.services.clickhouse.evidence(evidence_id)
+
+    async def evidence_bundle(self, record: dict[str, Any], actor: str) -> bytes:
+        """The stored bundle of an evidence record (hash verified); the download is audited."""
+        data = await self.store.get(record["sha256"])
+        await self.services.audit.record("evidence.download", actor, tenant_id=record["tenant_id"],
+                                         plugin_id=record["plugin_id"], target=record["evidence_id"],
+                                         details={"sha256": record["sha256"], "size": len(data)})
+        return data
 
     async def _write_rows(self) -> None:
         """Records to ClickHouse behind the work, many per insert: the requester waits for the

@@ -306,6 +306,13 @@ class ClickHouse:
         )
         return [(orjson.loads(state), int(version)) for state, version in rows]
 
+    async def evidence(self, evidence_id: str) -> dict[str, Any] | None:
+        _, rows = await self.query(
+            f"SELECT record FROM {self.database}.evidence FINAL WHERE evidence_id = {{id:String}} LIMIT 1",
+            {"id": evidence_id},
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
     async def latest_suspensions(self) -> list[tuple[dict[str, Any], int]]:
         """The latest suspension or resume of every plugin, to carry on after a restart."""
         _, rows = await self.query(

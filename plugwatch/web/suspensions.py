@@ -7,7 +7,9 @@
 - ``POST /api/suspensions/{id}/approve`` and ``…/reject`` (``{"reason"}``): 200 with the new state;
   403 for self-approval or a role the policy does not accept, 409 when the state does not allow it.
 - ``GET /api/suspensions/{id}`` and ``GET /api/plugins/{plugin_id}?tenant_id=``: state, history,
-  commands, acks, evidence.
+  commands, acks.
+- ``POST /api/plugins/{plugin_id}/evidence``: an evidence snapshot now; ``GET /api/evidence/{id}``
+  (its record) and ``GET /api/evidence/{id}.jsonl.gz`` (the bundle, hash-checked; audited).
 
 Requests need the security or ops role (tenant_admin for its own tenants); reads are for the
 plugin's tenant, its owners, security and auditors.
@@ -162,6 +164,45 @@ class PluginState(SuspensionView):
         return self.reply(state)
 
 
+class EvidenceNow(SuspensionView):
+    """``POST /api/plugins/{plugin_id}/evidence`` ``{"tenant_id", "reason"}``: a snapshot now."""
+
+    async def post(self, request: Request, plugin_id: str) -> Response:
+        try:
+            principal = self.principal(request, "security", "ops", "auditor")
+            body = await self.body(request)
+            tenant = self.tenant_of(principal, body.get("tenant_id") or request.query.get("tenant_id"))
+            record = await self.service.snapshot(tenant, plugin_id, "on-request", str(body.get("severity") or "high"),
+                                                 reason=str(body.get("reason") or f"requested by {principal.name}"),
+                                                 actor=principal.name)
+        except AuthError as exc:
+            return self.fail(exc.status, exc.error, exc.message)
+        if record is None:
+            return self.fail(503, "evidence_store_failed", "the evidence store failed; the failure is audited")
+        return self.reply(record, status=201)
+
+
+class EvidenceById(SuspensionView):
+    """``GET /api/evidence/{id}`` (the record) and ``GET /api/evidence/{id}.jsonl.gz`` (the bundle)."""
+
+    async def get(self, request: Request, evidence_id: str) -> Response:
+        bundle = evidence_id.endswith(".jsonl.gz")
+        evidence_id = evidence_id.removesuffix(".jsonl.gz")
+        try:
+            principal = self.principal(request, *READ_ROLES)
+            record = await self.service.evidence(evidence_id)
+            if record is None:
+                return self.fail(404, "not_found", f"no evidence {evidence_id}")
+            self.check_read(principal, record["tenant_id"], record["plugin_id"])
+        except AuthError as exc:
+            return self.fail(exc.status, exc.error, exc.message)
+        if not bundle:
+            return self.reply(record)
+        data = await self.service.evidence_bundle(record, principal.name)
+        return self.bytes(data, content_type="application/gzip",
+                          headers={"Content-Disposition": f'attachment; filename="{evidence_id}.jsonl.gz"'})
+
+
 def register_suspension_views(app: Any) -> None:
     app.page("/api/plugins/{plugin_id}/suspend")(Suspend)
     app.page("/api/plugins/{plugin_id}/suspend/force")(SuspendForce)
@@ -170,3 +211,5 @@ def register_suspension_views(app: Any) -> None:
     app.page("/api/suspensions/{suspension_id}/approve")(Approve)
     app.page("/api/suspensions/{suspension_id}/reject")(Reject)
     app.page("/api/suspensions/{suspension_id}")(SuspensionById)
+    app.page("/api/plugins/{plugin_id}/evidence")(EvidenceNow)
+    app.page("/api/evidence/{evidence_id}")(EvidenceById)

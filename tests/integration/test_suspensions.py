@@ -83,12 +83,13 @@ def channels(tmp_path: Path):
     config = tmp_path / "notifications.yaml"
     config.write_text(
         "tenants:\n"
-        "  acme:\n    language: zh-CN\n    channels: [email, webhook, console]\n"
-        "    email: {to: [plugin-ops@acme.example]}\n"
+        "  acme:\n    language: zh-CN\n    channels: [email, webhook, sms, console]\n"
+        "    email: {to: [plugin-ops@acme.example]}\n    sms: {to: ['+8613800000000']}\n"
         f"    webhook: {{url: 'http://127.0.0.1:{hooks.server_port}/hook'}}\n"
         "  '*':\n    language: en\n    channels: [console]\n"
         f"channels:\n  smtp: {{host: 127.0.0.1, port: {smtp.port}, from: plugwatch@platform.example, timeout_s: 5}}\n"
         "  webhook: {timeout_s: 5}\n"
+        f"  sms: {{url: 'http://127.0.0.1:{free_port()}/send', timeout_s: 2}}\n"  # the SMS gateway is down
     )
     yield config, mailbox, hooks
     smtp.stop()
@@ -158,10 +159,24 @@ def test_a_critical_risk_signal_suspends_in_wait_mode_with_evidence_notification
         rows = worker.wait_for_rows("SELECT channel, status FROM plugwatch.notifications FINAL "
                                     "WHERE plugin_id = 'pay' AND status = 'sent'", 4)
         assert {channel for channel, _ in rows} == {"email", "webhook", "console"}
+        failed = worker.wait_for_rows("SELECT channel, attempts, error FROM plugwatch.notifications FINAL "
+                                      "WHERE plugin_id = 'pay' AND status = 'failed'", 1)
+        assert {channel for channel, _, _ in failed} == {"sms"} and all(attempts > 1 for _, attempts, _ in failed)
 
-        audits = consume(broker, worker.topics.audit, 6)
+        record = worker.http.get(f"/api/evidence/{evidence['evidence_id']}", headers=auth("sec")).json()
+        assert record["sha256"] == evidence["sha256"]
+        download = worker.http.get(f"/api/evidence/{evidence['evidence_id']}.jsonl.gz", headers=auth("sec"))
+        assert download.status_code == 200 and hashlib.sha256(download.content).hexdigest() == evidence["sha256"]
+        assert worker.http.get(f"/api/evidence/{evidence['evidence_id']}", headers=auth("other")).status_code == 403
+        again = worker.http.post("/api/plugins/pay/evidence", json={"tenant_id": "acme", "reason": "for the review"},
+                                 headers=auth("sec"))
+        assert again.status_code == 201 and again.json()["evidence_id"] != evidence["evidence_id"]
+
+        audits = wait_for(lambda: (got := consume(broker, worker.topics.audit, 6)) and any(
+            r["action"] == "evidence.download" for _, r in got) and got, 60, "the download audited", worker)
         actions = {record["action"] for _, record in audits}
-        assert {"suspend.requested", "evidence.write", "notification.sent"} <= actions
+        assert {"suspend.requested", "evidence.write", "notification.sent", "notification.failed",
+                "evidence.download"} <= actions
         path = tmp_path / "audit.jsonl"
         records = [record for _, record in consume(broker, worker.topics.audit, len(audits))]
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
