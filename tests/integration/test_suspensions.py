@@ -13,12 +13,14 @@ import hashlib
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
@@ -263,6 +265,19 @@ def test_resume_needs_two_distinct_approvers_and_other_tenants_see_nothing(broke
         assert worker.http.get(f"/api/suspensions/{rid}", headers=auth("other")).status_code == 403
         foreign = worker.http.post("/api/plugins/wiki/suspend", json={"tenant_id": "acme"}, headers=auth("other"))
         assert foreign.status_code == 403
+
+        def ask(n: int) -> dict[str, Any]:
+            with httpx.Client(base_url=str(worker.http.base_url), timeout=30) as client:
+                response = client.post("/api/plugins/crm2/suspend", headers=auth("requester"),
+                                       json={"tenant_id": "acme", "reason": f"finding {n}", "severity": "high"})
+                assert response.status_code == 202, response.text
+                return response.json()
+
+        with ThreadPoolExecutor(10) as pool:
+            answers = list(pool.map(ask, range(10)))
+        assert len({a["suspension_id"] for a in answers}) == 1  # merged, not raced
+        merged = worker.http.get(f"/api/suspensions/{answers[0]['suspension_id']}", headers=auth("sec")).json()
+        assert len(merged["requests"]) == 10 and merged["status"] == "requested"
     finally:
         stop_process(sim)
         worker.stop()
