@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from plugwatch import metrics
+from plugwatch.agents.alert_feed import AlertFeed
 from plugwatch.agents.reports import ReportService, chain_id
 from plugwatch.agents.suspensions import SuspensionService
 from plugwatch.agents.tickets import FixDesk, TicketDesk
@@ -82,6 +83,7 @@ class Services:
         self.reports = ReportService(settings, masker=self.masker, tail=self.tail, clickhouse=self.clickhouse,
                                      topics=self.topics, audit=self.audit)
         self.alert_partitions = settings.topic_partitions  # the alert topic's real size, set at start
+        self.alert_feed = AlertFeed(self)
         self.alerts = AlertStore(self.clickhouse, self.reports.now_ms)
         self.reports.on_written.append(("alert lifecycle to ClickHouse", self.alerts.reported))
         self.tickets: TicketDesk | None = None
@@ -114,6 +116,7 @@ class Services:
             await self.tail.start()
         if self.settings.reports.enabled:
             self.reports.start()
+            await self.alert_feed.start()
         if self.tickets is not None:
             await self.tickets.start()
         if self.fixes is not None:
@@ -133,6 +136,7 @@ class Services:
             await self.fixes.stop()
         if self.tickets is not None:
             await self.tickets.stop()
+        await self.alert_feed.stop()
         await self.reports.stop()
         await self.tail.stop()
         try:
@@ -183,6 +187,8 @@ class PlugwatchApp(faust.App):
         partitions = {tp.partition for tp in assigned if tp.topic in inbound}
         # Not awaited here: the replay must not hold up the rebalance.
         asyncio.ensure_future(self.services.tail.assign(partitions))
+        # Alerts on the same partition numbers: the worker that holds a plugin's window gets its alerts.
+        asyncio.ensure_future(self.services.alert_feed.assign(partitions))
 
     async def on_first_start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -213,7 +219,6 @@ class PlugwatchApp(faust.App):
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchApp:
     from plugwatch.agents.ingest import register_ingest_agents
-    from plugwatch.agents.reports import register_report_agent
     from plugwatch.agents.windows import register_window_timers
     from plugwatch.web.views import register_views
 
@@ -221,8 +226,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> PlugwatchA
     app = PlugwatchApp(settings, **overrides)
     register_ingest_agents(app)
     register_window_timers(app)
-    if settings.reports.enabled:
-        register_report_agent(app)
     register_views(app)
     return app
 

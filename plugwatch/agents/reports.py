@@ -1,4 +1,5 @@
-"""Diagnostic reports (DESIGN §6 steps 1-3): the alert agent and the service that builds and writes reports.
+"""Diagnostic reports (DESIGN §6 steps 1-3): the service that builds and writes reports (alerts
+reach it through ``plugwatch.agents.alert_feed``).
 
 An alert on ``plugin.debug.alert`` (keyed ``tenant_id/plugin_id``; co-partitioned with the masked
 topics, so the worker that owns the alert owns the plugin's window) waits until the plugin's
@@ -23,14 +24,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from plugwatch import metrics
-from plugwatch.agents.batching import consume_in_batches
 from plugwatch.aio import cancel_and_wait
-from plugwatch.ingest import Source
 from plugwatch.masking import MaskingEngine
 from plugwatch.reports.builder import build_report, report_window
 from plugwatch.reports.exports import ExportSigner, ExportSpec
@@ -47,9 +46,6 @@ from plugwatch.streams.records import RecordError
 from plugwatch.tables.keeper import SIGNALS
 from plugwatch.tables.skew import source_of
 from plugwatch.tables.tail import MaskedTail
-
-if TYPE_CHECKING:
-    from plugwatch.app import PlugwatchApp
 
 log = logging.getLogger(__name__)
 
@@ -348,52 +344,6 @@ def parse_alert_message(masker: MaskingEngine, raw: bytes | None) -> Alert:
         raise RecordError("not_json", "an alert must be a JSON object") from None
     masked, _ = masker.mask(data)
     return parse_alert(masked)
-
-
-def register_report_agent(app: PlugwatchApp) -> None:
-    settings = app.settings
-    topic_name = settings.topics.alerts
-    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
-
-    async def handle(events: list[Any]) -> asyncio.Future[Any] | None:
-        services = app.services
-        waits: list[asyncio.Future[None]] = []
-        rejects: list[tuple[bytes | None, bytes]] = []
-        for event in events:
-            message = event.message
-            try:
-                alert = parse_alert_message(services.masker, event.value)
-            except RecordError as exc:
-                letter = services.pipeline.deadletter(
-                    exc.reason, str(exc), event.value, Source(message.topic, message.partition, message.offset), "alert"
-                )
-                rejects.append((letter.key, letter.value))
-                metrics.ALERTS_REJECTED.labels(exc.reason).inc()
-                continue
-            owner = services.tail.partition_for(alert.key)
-            if message.partition != owner and services.tail.partitions == services.alert_partitions:
-                # Not keyed tenant_id/plugin_id (or by another partitioner): move it to the
-                # partition whose worker holds the plugin's window.
-                await retry_forever(
-                    f"re-route alert to {topic_name}[{owner}]",
-                    lambda: services.topics.send(topic_name, event.value, key=alert.key.encode(), partition=owner),
-                )
-                continue
-            waits.append(services.reports.submit(alert))
-        if rejects:
-            await retry_forever(f"produce to {settings.topics.deadletter}",
-                                lambda: services.topics.send_many(settings.topics.deadletter, rejects))
-        if not waits:
-            return None
-        # Acknowledged once every report is written. A report that failed to build (counted in
-        # debug_report_failure_total, logged) does not stop the stream.
-        return asyncio.ensure_future(asyncio.gather(*waits, return_exceptions=True))
-
-    async def alerts(stream: Any) -> None:
-        await consume_in_batches(stream, handle, max_size=500, within=0.005)
-
-    alerts.__name__ = "reports_alerts"
-    app.agent(topic, name="plugwatch.reports.alerts")(alerts)
 
 
 def chain_id(settings: Settings) -> str:
