@@ -100,9 +100,13 @@ class Services:
         reason = {"TicketRejected": "ticket_rejected", "UnknownAlert": "unknown_alert"}.get(type(exc).__name__, "invalid")
         if isinstance(exc, SuspensionError):
             reason = f"suspension_{exc.code}"
+        await self.deadletter(reason, self.masker.mask_text(f"{type(exc).__name__}: {exc}")[:1000], record,
+                              record.topic)
+
+    async def deadletter(self, reason: str, detail: str, record: Any, kind: str) -> None:
+        """One consumed record (raw bytes masked by the pipeline) to the dead-letter topic, retried."""
         letter = self.pipeline.deadletter(
-            reason, self.masker.mask_text(f"{type(exc).__name__}: {exc}")[:1000], record.value,
-            Source(record.topic, record.partition, record.offset, record.timestamp), record.topic,
+            reason, detail, record.value, Source(record.topic, record.partition, record.offset, record.timestamp), kind,
         )
         topic = self.settings.topics.deadletter
         await retry_forever(f"produce to {topic}", lambda: self.topics.send_many(topic, [(letter.key, letter.value)]))

@@ -21,7 +21,6 @@ from aiokafka.errors import KafkaError
 
 from plugwatch import metrics
 from plugwatch.aio import cancel_and_wait
-from plugwatch.ingest import Source
 from plugwatch.sinks.retry import retry_forever
 from plugwatch.streams.records import RecordError
 
@@ -107,10 +106,7 @@ class AlertFeed:
         try:
             alert = parse_alert_message(services.masker, record.value)
         except RecordError as exc:
-            letter = services.pipeline.deadletter(exc.reason, str(exc), record.value,
-                                                  Source(record.topic, record.partition, record.offset), "alert")
-            topic = services.settings.topics.deadletter
-            await retry_forever(f"produce to {topic}", lambda: services.topics.send_many(topic, [(letter.key, letter.value)]))
+            await services.deadletter(exc.reason, str(exc), record, "alert")
             metrics.ALERTS_REJECTED.labels(exc.reason).inc()
             return None
         owner = services.tail.partition_for(alert.key)

@@ -89,13 +89,10 @@ class SuspensionService:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         topics = settings.topics
-        common = dict(session_timeout_s=settings.broker_session_timeout_s,
-                      heartbeat_interval_s=settings.broker_heartbeat_interval_s,
-                      rebalance_timeout_s=settings.broker_rebalance_timeout_s, on_failure=services.deadletter_record)
-        self.acks = OrderedConsumer(settings.bootstrap_servers, topics.suspend_ack, f"{settings.app_id}-suspend-acks",
-                                    self._on_ack, **common)
-        self.signals = OrderedConsumer(settings.bootstrap_servers, topics.risk_signals, f"{settings.app_id}-risk",
-                                       self._on_signal, **common)
+        self.acks = OrderedConsumer.for_worker(settings, topics.suspend_ack, "suspend-acks", self._on_ack,
+                                               on_failure=services.deadletter_record)
+        self.signals = OrderedConsumer.for_worker(settings, topics.risk_signals, "risk", self._on_signal,
+                                                  on_failure=services.deadletter_record)
         self.finished = {"suspended": 0, "failed": 0}
 
     @staticmethod
@@ -333,16 +330,17 @@ class SuspensionService:
         return (await self._load(suspension_id))[0]
 
     def _remember(self, record: Suspension, version: int) -> None:
-        self.records[record.suspension_id] = (record, version)
-        key = (record.tenant_id, record.plugin_id)
+        """Hold every plugin's latest record and every open one; finished records a newer one
+        replaced are served from ClickHouse."""
+        sid, key = record.suspension_id, (record.tenant_id, record.plugin_id)
+        self.records[sid] = (record, version)
         latest = self.latest.get(key)
-        if latest is None or latest == record.suspension_id or record.created_ms >= self.records.get(
-                latest, (record, 0))[0].created_ms:
-            self.latest[key] = record.suspension_id
-        if not record.is_open:  # finished records other than a plugin's latest are served from ClickHouse
-            latest = set(self.latest.values())
-            for sid in [s for s, (r, _) in self.records.items() if not r.is_open and s not in latest]:
-                del self.records[sid]
+        if latest is None or latest == sid or record.created_ms >= self.records[latest][0].created_ms:
+            self.latest[key] = sid
+            if latest is not None and latest != sid and not self.records[latest][0].is_open:
+                del self.records[latest]
+        elif not record.is_open:
+            del self.records[sid]
 
     # Effects -----------------------------------------------------------------------------------
 

@@ -58,13 +58,9 @@ class TicketDesk:
         self.service = TicketService(self.system, services.clickhouse, services.masker, services.reports.owners,
                                      on_ticketed=self._ticketed)
         self.alerts = alerts
-        self.consumer = OrderedConsumer(
-            settings.bootstrap_servers, self.topic, f"{settings.app_id}-tickets", self._handle,
-            on_failure=services.deadletter_record, on_revoked=self._revoked, on_waiting=self._waiting,
-            max_delay_s=settings.tickets.max_delay_s,
-            session_timeout_s=settings.broker_session_timeout_s,
-            heartbeat_interval_s=settings.broker_heartbeat_interval_s,
-            rebalance_timeout_s=settings.broker_rebalance_timeout_s,
+        self.consumer = OrderedConsumer.for_worker(
+            settings, self.topic, "tickets", self._handle, on_failure=services.deadletter_record,
+            on_revoked=self._revoked, on_waiting=self._waiting, max_delay_s=settings.tickets.max_delay_s,
         )
 
     async def start(self) -> None:
@@ -152,13 +148,8 @@ class FixDesk:
         self.topic = settings.topics.fix_submitted
         self.regression = RegressionConfig.from_file(settings.regression_path)
         self.finished = {"passed": 0, "failed": 0}
-        self.consumer = OrderedConsumer(
-            settings.bootstrap_servers, self.topic, f"{settings.app_id}-fixes", self._handle,
-            on_failure=services.deadletter_record,
-            session_timeout_s=settings.broker_session_timeout_s,
-            heartbeat_interval_s=settings.broker_heartbeat_interval_s,
-            rebalance_timeout_s=settings.broker_rebalance_timeout_s,
-        )
+        self.consumer = OrderedConsumer.for_worker(settings, self.topic, "fixes", self._handle,
+                                                   on_failure=services.deadletter_record)
 
     async def start(self) -> None:
         await self.consumer.start()

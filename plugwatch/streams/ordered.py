@@ -80,6 +80,15 @@ class OrderedConsumer:
         self._task: asyncio.Task[None] | None = None
         self.handled = 0
 
+    @classmethod
+    def for_worker(cls, settings: Any, topic: str, group: str, handle: Callable[[Any], Awaitable[None]],
+                   **options: Any) -> OrderedConsumer:
+        """A member of the worker's group ``<app_id>-<group>``, with the worker's broker timeouts."""
+        return cls(settings.bootstrap_servers, topic, f"{settings.app_id}-{group}", handle,
+                   session_timeout_s=settings.broker_session_timeout_s,
+                   heartbeat_interval_s=settings.broker_heartbeat_interval_s,
+                   rebalance_timeout_s=settings.broker_rebalance_timeout_s, **options)
+
     async def start(self) -> None:
         if self._consumer is not None:
             return

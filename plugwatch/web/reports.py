@@ -44,21 +44,13 @@ class ReportView(PlugwatchView):
         if not may_read_plugin(principal, tenant_id, owners):
             raise AuthError(403, "forbidden", "reports of this plugin are for its tenant, its owners, security and auditors")
 
-    async def json_body(self, request: Request) -> dict[str, Any]:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            raise ValueError("send a JSON object") from None
-        if not isinstance(body, dict):
-            raise ValueError("send a JSON object")
-        return body
 
 
 class ReportNow(ReportView):
     async def post(self, request: Request) -> Response:
         try:
             principal = self.principal(request, *READ_ROLES)
-            body = await self.json_body(request)
+            body = await self.json_object(request)
             body.setdefault("alert_id", f"API-{uuid.uuid4().hex[:16]}")
             body.setdefault("ts", int(time.time() * 1000))
             body.setdefault("kind", "manual")
@@ -106,7 +98,7 @@ class ExportCreate(ReportView):
     async def post(self, request: Request) -> Response:
         try:
             principal = self.principal(request, *READ_ROLES)
-            body = await self.json_body(request)
+            body = await self.json_object(request)
             spec = _export_spec(body, principal.name)
             ttl_s = body.get("ttl_s")
             if ttl_s is not None and (not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or ttl_s < 1):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from faust.web import Request, Response
 
 from plugwatch.suspension.machine import SuspensionError
@@ -43,14 +42,7 @@ class SuspensionView(PlugwatchView):
         return service
 
     async def body(self, request: Request) -> dict[str, Any]:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            raise AuthError(400, "bad_request", "send a JSON object") from None
-        if not isinstance(body, dict):
-            raise AuthError(400, "bad_request", "send a JSON object")
-        masked, _ = self.app.services.masker.mask(body)
+        masked, _ = self.app.services.masker.mask(await self.json_object(request, empty_ok=True))
         return masked
 
     def tenant_of(self, principal: Principal, given: Any) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from faust.web import Request, Response
 from pydantic import ValidationError
 
@@ -94,12 +93,7 @@ class AlertFix(TicketView):
             return self.fail(503, "disabled", "regression checks are disabled on this worker")
         try:
             principal = self.principal(request, *FIX_ROLES)
-            try:
-                body: Any = orjson.loads(await request.read() or b"{}")
-            except orjson.JSONDecodeError:
-                return self.fail(400, "bad_request", "send a JSON object")
-            if not isinstance(body, dict):
-                return self.fail(400, "bad_request", "send a JSON object")
+            body = await self.json_object(request, empty_ok=True)
             lifecycle = await self.app.services.alerts.get(alert_id)
             if lifecycle is None:
                 return self.fail(404, "not_found", f"no alert {alert_id}")

@@ -48,6 +48,19 @@ class PlugwatchView(View):
     def principal(self, request: Request, *roles: str) -> Principal:
         return self.access.require(request.headers.get("Authorization"), *roles)
 
+    async def json_object(self, request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+        """The request's JSON object body (``{}`` for no body when ``empty_ok``); a 400 otherwise."""
+        raw = await request.read()
+        if empty_ok and not raw:
+            return {}
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            raise AuthError(400, "bad_request", "send a JSON object")
+        return body
+
 
 class Health(PlugwatchView):
     async def get(self, request: Request) -> Response:
