@@ -203,6 +203,7 @@ class PlugwatchApp(faust.App):
             self.settings.topics.all_names(),
             self.settings.topic_partitions,
             self.settings.topic_replication,
+            compacted=self.settings.topics.compacted(),
         )
         await ensure_topics(self.settings.bootstrap_servers, [self.settings.topics.evidence_numbers], 1,
                             self.settings.topic_replication)

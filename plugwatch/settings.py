@@ -35,6 +35,8 @@ def default_config_dir() -> Path:
 
 
 SINGLE_PARTITION_TOPICS = ("evidence_numbers",)
+# Kept per key, not per age, on Kafka: a partition's new owner reads the latest record of each key.
+COMPACTED_TOPICS = ("suspend_state",)
 
 
 class Topics(BaseModel):
@@ -61,6 +63,10 @@ class Topics(BaseModel):
     audit: str = "plugin.audit"
     deadletter: str = "plugin.deadletter"
     ticket_outbox: str = "plugin.ticket.outbox"
+    # One writer per plugin for suspensions (plugwatch.agents.suspension_log): every change is an
+    # op on suspend_ops; every record it makes, and the answer to the API call, on suspend_state.
+    suspend_ops: str = "plugin.suspend.ops"
+    suspend_state: str = "plugin.suspend.state"
     # One partition: a claim's offset is an evidence number no other worker gets.
     evidence_numbers: str = "plugin.evidence.numbers"
 
@@ -73,6 +79,9 @@ class Topics(BaseModel):
             "traces": self.masked_traces,
             "metrics": self.masked_metrics,
         }[signal]
+
+    def compacted(self) -> list[str]:
+        return [v for k, v in self.model_dump().items() if k in COMPACTED_TOPICS]
 
     def all_names(self) -> list[str]:
         """Every topic created with the configured partition count (not the one-partition ones)."""
@@ -166,6 +175,8 @@ class SuspensionSettings(BaseModel):
     notifications: Path | None = None  # None -> <config_dir>/plugins/notifications.yaml
     evidence_retention: Path | None = None  # None -> <config_dir>/plugins/evidence_retention.yaml
     evidence_dir: Path | None = None  # None -> <data_dir>/evidence
+    # How long an API call waits for the plugin's owning worker to apply it (it stays queued after).
+    reply_timeout_s: float = Field(30.0, gt=0)
 
 
 class Settings(BaseSettings):

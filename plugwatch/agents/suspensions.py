@@ -1,13 +1,14 @@
 """Plugin suspension in a worker (DESIGN §7): requests, approvals, commands, acks, timeouts,
 notifications, evidence and audit around the pure state machine of ``plugwatch.suspension.machine``.
 
-Every change of one plugin's suspension runs under that plugin's lock: the plugin's latest record
-(memory, else ClickHouse ``suspensions``) goes through one machine event, and the effects it
-returns are carried out in order -- the command first (``plugin.suspend.command``, awaited: that
-is "the command is out" for ``request_to_command``), then the record saved (version + 1), then
-the audit record; notifications and the evidence snapshot follow in the background and never hold
-up the suspension. Acks (``plugin.suspend.ack``) and risk signals (``plugin.risk.signal``) come
-through consumer groups of their own that commit after each record.
+Every change goes through the plugin's one writer (``plugwatch.agents.suspension_log``): the API,
+the risk-signal and ack consumers and the command deadlines send an op to ``plugin.suspend.ops``;
+the worker that holds the plugin's partition applies it. There the plugin's latest record goes
+through one machine event, and the effects it returns are carried out in order -- the command first
+(``plugin.suspend.command``, awaited: that is "the command is out" for ``request_to_command``), then
+the record's new version on ``plugin.suspend.state`` (which every worker reads), then the audit
+record; ClickHouse ``suspensions`` gets the versions behind the work, notifications and the evidence
+snapshot follow in the background, and none of them holds up the suspension.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from plugwatch import metrics
+from plugwatch.agents.suspension_log import (
+    OpsMember,
+    StateReplica,
+    partition_of,
+    plugin_key,
+    reply_message,
+    state_message,
+)
 from plugwatch.evidence import (
     DirectoryStore,
     EvidenceNumbers,
@@ -69,6 +76,20 @@ class SuspensionNotFound(SuspensionError):
     code = "not_found"
 
 
+class SuspensionPending(SuspensionError):
+    """The plugin's writer did not answer in time; the op stays queued and will be applied."""
+
+    code = "pending"
+
+
+class SuspensionRefused(SuspensionError):
+    """An error the plugin's writer answered with (its code is the original error's)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 class SuspensionService:
     def __init__(self, services: Services):
         self.services = services
@@ -81,14 +102,20 @@ class SuspensionService:
         self.store = DirectoryStore(config.evidence_dir or settings.data_dir / "evidence")
         self.retention = Retention.from_file(config.evidence_retention or plugins / "evidence_retention.yaml")
         self.numbers = EvidenceNumbers(self._claim_number)
-        self.records: dict[str, tuple[Suspension, int]] = {}  # suspension_id -> (record, version)
+        # Every record read from the state topic (and ClickHouse): suspension_id -> (record, version).
+        self.records: dict[str, tuple[Suspension, int]] = {}
         self.latest: dict[tuple[str, str], str] = {}  # plugin -> its latest suspension or resume id
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}  # plugin -> (lock, users)
+        self.partitions = 0  # of the ops and state topics
+        self.owned: set[int] = set()  # partitions whose ops this worker applies
+        self.joined = False  # the ops group gave this worker its first (maybe empty) share
         self._rows: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}  # command_id -> (timer, partition)
         self._background: set[asyncio.Task[Any]] = set()
         topics = settings.topics
+        self.replica = StateReplica(settings.bootstrap_servers, topics.suspend_state, self._on_state)
+        self.ops = OpsMember(settings, topics.suspend_ops, self._apply_op, on_assigned=self._assigned,
+                             on_revoked=self._revoked)
         self.acks = OrderedConsumer.for_worker(settings, topics.suspend_ack, "suspend-acks", self._on_ack,
                                                on_failure=services.deadletter_record)
         self.signals = OrderedConsumer.for_worker(settings, topics.risk_signals, "risk", self._on_signal,
@@ -102,22 +129,28 @@ class SuspensionService:
     # Lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        # Every plugin's latest record: a plugin missing here has none, with no query on the request path.
+        # Every plugin's latest record from ClickHouse (what outlived the broker), then the state
+        # topic over it: newer versions win. A plugin missing in both has none.
         for data, version in await self.services.clickhouse.latest_suspensions():
-            record = Suspension.from_dict(data)
-            self._remember(record, version)
-            command = record.current_command
-            if record.is_open and command is not None and command.get("deadline"):
-                self._schedule(record.suspension_id, command["command_id"], int(command["deadline"]))
+            self._remember(Suspension.from_dict(data), version)
+        self.partitions = await self.replica.start()
+        topics = self.settings.topics
+        ops_partitions = await self.services.topics.partition_count(topics.suspend_ops)
+        if ops_partitions != self.partitions:
+            raise RuntimeError(f"topics {topics.suspend_ops} and {topics.suspend_state} must have the same number "
+                               f"of partitions (they have {ops_partitions} and {self.partitions})")
         self._writer = asyncio.ensure_future(self._write_rows())
         self._spawn(self._expire_evidence())
+        await self.ops.start()
         await self.acks.start()
         await self.signals.start()
 
     async def stop(self) -> None:
         await self.signals.stop()
         await self.acks.stop()
-        for handle in self._timers.values():
+        await self.ops.stop()
+        await self.replica.stop()
+        for handle, _ in self._timers.values():
             handle.cancel()
         for task in list(self._background):
             task.cancel()
@@ -170,35 +203,49 @@ class SuspensionService:
     async def request(self, *, tenant_id: str, plugin_id: str, kind: str, force: bool, requester: str,
                       roles: Any, reason: str, severity: str, source: str, request_id: str | None = None,
                       mode: str | None = None) -> dict[str, Any]:
-        request_id = request_id or f"{source}-{uuid.uuid4().hex[:12]}"
-        now = self.now_ms()
-
-        def event(existing: Suspension | None) -> machine.Result:
-            if kind == "resume":
-                return machine.resume_request(existing, request_id=request_id, tenant_id=tenant_id,
-                                              plugin_id=plugin_id, requester=requester, reason=reason, at_ms=now,
-                                              policy=self.policies)
-            return machine.request(existing, request_id=request_id, tenant_id=tenant_id, plugin_id=plugin_id,
-                                   severity=severity, mode=mode, requester=requester, reason=reason, at_ms=now,
-                                   policy=self.policies, force=force)
-
-        record = await self._change(tenant_id, plugin_id, None, event)
-        return self.view(record)
+        """A suspend or resume request; the new or merged record's view once the plugin's writer applied it."""
+        return await self._submit({
+            "op": "request", "kind": kind, "tenant_id": tenant_id, "plugin_id": plugin_id, "force": force,
+            "requester": requester, "reason": reason, "severity": severity, "source": source, "mode": mode,
+            "request_id": request_id or f"{source}-{uuid.uuid4().hex[:12]}", "at_ms": self.now_ms()})
 
     async def approve(self, suspension_id: str, principal: str, roles: Any) -> dict[str, Any]:
         record = await self._by_id(suspension_id)
-        now = self.now_ms()
-        changed = await self._change(record.tenant_id, record.plugin_id, suspension_id, lambda s: machine.approve(
-            s, principal=principal, roles=roles, at_ms=now, policy=self.policies))
-        if changed.kind == "resume" and changed.status != "requested":
-            metrics.RESUME_APPROVAL_DURATION.observe(max(0, now - changed.created_ms) / 1000)
-        return self.view(changed)
+        return await self._submit({
+            "op": "approve", "tenant_id": record.tenant_id, "plugin_id": record.plugin_id,
+            "suspension_id": suspension_id, "principal": principal, "roles": list(roles), "at_ms": self.now_ms()})
 
     async def reject(self, suspension_id: str, principal: str, roles: Any, reason: str) -> dict[str, Any]:
         record = await self._by_id(suspension_id)
-        now = self.now_ms()
-        return self.view(await self._change(record.tenant_id, record.plugin_id, suspension_id, lambda s: machine.reject(
-            s, principal=principal, roles=roles, at_ms=now, reason=reason)))
+        return await self._submit({
+            "op": "reject", "tenant_id": record.tenant_id, "plugin_id": record.plugin_id,
+            "suspension_id": suspension_id, "principal": principal, "roles": list(roles), "reason": reason,
+            "at_ms": self.now_ms()})
+
+    async def _submit(self, op: dict[str, Any]) -> dict[str, Any]:
+        """Send ``op`` to the plugin's writer and wait for its answer (read from the state topic)."""
+        op_id = op["op_id"] = uuid.uuid4().hex
+        op["reply"] = True
+        answer = self.replica.expect(op_id)
+        try:
+            await self._send_op(op)
+            timeout = self.settings.suspensions.reply_timeout_s
+            try:
+                reply = await asyncio.wait_for(answer, timeout)
+            except asyncio.TimeoutError:
+                raise SuspensionPending(f"op {op_id} is queued for {op['tenant_id']}/{op['plugin_id']} but was not "
+                                        f"applied within {timeout:g} s; it will be") from None
+        finally:
+            self.replica.forget(op_id)
+        if not reply.get("ok"):
+            raise SuspensionRefused(str(reply.get("code") or "conflict"), str(reply.get("message") or "refused"))
+        view: dict[str, Any] = reply["view"]
+        return view
+
+    async def _send_op(self, op: dict[str, Any]) -> None:
+        topic = self.settings.topics.suspend_ops
+        key = plugin_key(op["tenant_id"], op["plugin_id"])
+        await retry_forever(f"op to {topic}", lambda: self.services.topics.send(topic, orjson.dumps(op), key=key))
 
     async def get(self, suspension_id: str) -> dict[str, Any] | None:
         try:
@@ -234,17 +281,22 @@ class SuspensionService:
     # Acks, timeouts and risk signals ----------------------------------------------------------
 
     async def _on_ack(self, kafka_record: Any) -> None:
+        """An ack goes to its plugin's writer, keyed by the command's key (what the runtime echoes)
+        or, for an ack keyed otherwise, by the plugin of its suspension."""
         ack = _json_object(kafka_record.value, "an ack")
         command_id = ack.get("command_id")
         if not isinstance(command_id, str) or command_id.count("-") < 3:
             raise InvalidEventError(f"ack with an unknown command_id {str(command_id)[:80]!r}")
         suspension_id = "-".join(command_id.split("-")[:2])
-        try:
-            record = await self._by_id(suspension_id)
-        except SuspensionNotFound:
-            raise InvalidEventError(f"ack for command {command_id} of no known suspension") from None
-        now = self.now_ms()
-        await self._change(record.tenant_id, record.plugin_id, suspension_id, lambda s: machine.ack(s, ack, now))
+        tenant_id, _, plugin_id = (kafka_record.key or b"").decode(errors="replace").partition("/")
+        if not tenant_id or plugin_id != ack.get("plugin_id"):
+            try:
+                record = await self._by_id(suspension_id)
+            except SuspensionNotFound:
+                raise InvalidEventError(f"ack for command {command_id} of no known suspension") from None
+            tenant_id, plugin_id = record.tenant_id, record.plugin_id
+        await self._send_op({"op": "ack", "tenant_id": tenant_id, "plugin_id": plugin_id,
+                             "suspension_id": suspension_id, "ack": ack, "at_ms": self.now_ms()})
 
     async def _on_signal(self, kafka_record: Any) -> None:
         signal = _json_object(kafka_record.value, "a risk signal")
@@ -254,62 +306,147 @@ class SuspensionService:
                 raise InvalidEventError(f"a risk signal needs {name}")
         severity = str(masked.get("severity") or "high").lower()
         mode = masked.get("mode") if masked.get("mode") in ("wait", "force") else None
-        try:
-            await self.request(tenant_id=masked["tenant_id"], plugin_id=masked["plugin_id"], kind="suspend",
-                               force=mode == "force", requester=masked["requester"], roles=(),
-                               reason=str(masked.get("reason") or "risk signal"), severity=severity, source="signal",
-                               request_id=masked["signal_id"], mode=mode)
-        except SuspensionError as exc:
-            await self.services.audit.record("suspend.refused", masked["requester"], tenant_id=masked["tenant_id"],
-                                             plugin_id=masked["plugin_id"], target=masked["signal_id"],
-                                             outcome="refused", details={"reason": str(exc)})
-            log.warning("risk signal %s refused: %s", masked["signal_id"], exc)
+        await self._send_op({
+            "op": "request", "kind": "suspend", "tenant_id": masked["tenant_id"], "plugin_id": masked["plugin_id"],
+            "force": mode == "force", "requester": masked["requester"], "severity": severity, "mode": mode,
+            "reason": str(masked.get("reason") or "risk signal"), "source": "signal",
+            "request_id": masked["signal_id"], "at_ms": self.now_ms()})
 
-    def _schedule(self, suspension_id: str, command_id: str, deadline_ms: int) -> None:
-        loop = asyncio.get_running_loop()
+    def _schedule(self, record: Suspension, command_id: str, deadline_ms: int) -> None:
+        """On the plugin's writer: at the deadline, a timeout op (ignored if an ack came first)."""
+        partition = partition_of(plugin_key(record.tenant_id, record.plugin_id), self.partitions)
+        op = {"op": "timeout", "tenant_id": record.tenant_id, "plugin_id": record.plugin_id,
+              "suspension_id": record.suspension_id, "command_id": command_id}
+
+        def fire() -> None:
+            self._timers.pop(command_id, None)
+            self._spawn(self._send_op({**op, "at_ms": self.now_ms()}))
+
         delay = max(0.0, (deadline_ms - self.now_ms()) / 1000)
-        self._timers[command_id] = loop.call_later(delay, lambda: self._spawn(self._timeout(suspension_id, command_id)))
+        self._timers[command_id] = (asyncio.get_running_loop().call_later(delay, fire), partition)
 
-    async def _timeout(self, suspension_id: str, command_id: str) -> None:
-        self._timers.pop(command_id, None)
-        record = await self._by_id(suspension_id)
-        now = self.now_ms()
-        await self._change(record.tenant_id, record.plugin_id, suspension_id,
-                           lambda s: machine.timeout(s, command_id, now))
+    # The plugin's writer -------------------------------------------------------------------------
 
-    # The one way records change ----------------------------------------------------------------
+    async def _assigned(self, partitions: set[int]) -> None:
+        """Ops of ``partitions`` are ours from now: first everything their last writer wrote."""
+        await self.replica.caught_up(partitions)
+        self.owned |= partitions
+        held = 0
+        for record, version in list(self.records.values()):
+            if partition_of(plugin_key(record.tenant_id, record.plugin_id), self.partitions) not in partitions:
+                continue
+            held += 1
+            # ClickHouse may lack versions its writer had not inserted yet: they are written again
+            # (the table keeps the newest version of a record).
+            self._rows.put_nowait(self.services.clickhouse.suspension_row(record.as_dict(), version, record.updated_ms))
+            command = record.current_command
+            if record.is_open and command is not None and command.get("deadline"):
+                self._schedule(record, command["command_id"], int(command["deadline"]))
+        self.joined = True
+        log.info("suspensions: applying the ops of partitions %s (%d records)", sorted(partitions), held)
 
-    @asynccontextmanager
-    async def _plugin_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+    def _revoked(self, partitions: set[int]) -> None:
+        self.owned -= partitions
+        for command_id, (handle, partition) in list(self._timers.items()):
+            if partition in partitions:
+                handle.cancel()
+                del self._timers[command_id]
+
+    def _on_state(self, data: dict[str, Any], version: int) -> None:
+        self._remember(Suspension.from_dict(data), version)
+
+    async def _apply_op(self, kafka_record: Any) -> None:
+        op = _json_object(kafka_record.value, "an op")
+        tenant_id, plugin_id, name = op.get("tenant_id"), op.get("plugin_id"), op.get("op")
+        if not isinstance(tenant_id, str) or not isinstance(plugin_id, str):
+            await self.services.deadletter_record(kafka_record, InvalidEventError("an op needs tenant_id and plugin_id"))
+            return
         try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+            record = await self._apply(op)
+        except SuspensionError as exc:
+            if op.get("source") == "signal":
+                await self.services.audit.record("suspend.refused", str(op.get("requester")), tenant_id=tenant_id,
+                                                 plugin_id=plugin_id, target=str(op.get("request_id")),
+                                                 outcome="refused", details={"reason": str(exc)})
+                log.warning("risk signal %s refused: %s", op.get("request_id"), exc)
+            elif name == "ack":
+                await self.services.deadletter_record(kafka_record, exc)
+            if op.get("reply"):
+                await self._reply(tenant_id, plugin_id, op, code=exc.code, message=str(exc))
+            return
+        except Exception as exc:
+            log.exception("op %s for %s/%s failed", name, tenant_id, plugin_id)
+            await self.services.deadletter_record(kafka_record, exc)
+            if op.get("reply"):
+                await self._reply(tenant_id, plugin_id, op, code="internal", message=f"the op failed: {exc}"[:300])
+            return
+        if op.get("reply"):
+            await self._reply(tenant_id, plugin_id, op, view=self.view(record))
+
+    async def _apply(self, op: dict[str, Any]) -> Suspension:
+        tenant_id, plugin_id, name, at_ms = op["tenant_id"], op["plugin_id"], op.get("op"), op.get("at_ms")
+        if name == "request":
+            def event(existing: Suspension | None) -> machine.Result:
+                common = dict(request_id=op["request_id"], tenant_id=tenant_id, plugin_id=plugin_id,
+                              requester=op["requester"], reason=op.get("reason"), at_ms=at_ms, policy=self.policies)
+                if op.get("kind") == "resume":
+                    return machine.resume_request(existing, **common)
+                return machine.request(existing, severity=op.get("severity"), mode=op.get("mode"),
+                                       force=bool(op.get("force")), **common)
+            return await self._change(tenant_id, plugin_id, None, event)
+        suspension_id = op.get("suspension_id")
+        if not isinstance(suspension_id, str):
+            raise InvalidEventError(f"op {name!r} needs a suspension_id")
+        if name == "approve":
+            changed = await self._change(tenant_id, plugin_id, suspension_id, lambda s: machine.approve(
+                s, principal=op["principal"], roles=op.get("roles") or (), at_ms=at_ms, policy=self.policies))
+            if changed.kind == "resume" and changed.status != "requested":
+                metrics.RESUME_APPROVAL_DURATION.observe(max(0, self.now_ms() - changed.created_ms) / 1000)
+            return changed
+        if name == "reject":
+            return await self._change(tenant_id, plugin_id, suspension_id, lambda s: machine.reject(
+                s, principal=op["principal"], roles=op.get("roles") or (), at_ms=at_ms, reason=op.get("reason")))
+        if name == "ack":
+            return await self._change(tenant_id, plugin_id, suspension_id, lambda s: machine.ack(s, op["ack"], at_ms))
+        if name == "timeout":
+            return await self._change(tenant_id, plugin_id, suspension_id,
+                                      lambda s: machine.timeout(s, str(op.get("command_id")), self.now_ms()))
+        raise InvalidEventError(f"unknown op {str(name)[:40]!r}")
+
+    async def _reply(self, tenant_id: str, plugin_id: str, op: dict[str, Any], **answer: Any) -> None:
+        key, value = reply_message(tenant_id, plugin_id, str(op.get("op_id")), **answer)
+        await self._send_state(tenant_id, plugin_id, key, value)
+
+    async def _send_state(self, tenant_id: str, plugin_id: str, key: bytes, value: bytes) -> None:
+        topic = self.settings.topics.suspend_state
+        partition = partition_of(plugin_key(tenant_id, plugin_id), self.partitions)
+        await retry_forever(f"state to {topic}", lambda: self.services.topics.send(
+            topic, value, key=key, partition=partition))
+
+    # The one way records change (on the plugin's writer, one op of a plugin at a time) ----------
 
     async def _change(self, tenant_id: str, plugin_id: str, suspension_id: str | None, event: Any) -> Suspension:
-        async with self._plugin_lock((tenant_id, plugin_id)):
-            if suspension_id is None:
-                current, version = await self._latest(tenant_id, plugin_id)
-            else:
-                current, version = await self._load(suspension_id)
-            new, effects = event(current)
-            if new is current and not effects:
-                return new
-            if current is None or new.suspension_id != current.suspension_id:
-                version = 0
-            for effect in effects:  # the command goes out first: that is what the requester waits for
-                if isinstance(effect, SendCommand):
-                    await self._send_command(effect.command)
-            self._remember(new, version + 1)
-            self._rows.put_nowait(self.services.clickhouse.suspension_row(new.as_dict(), version + 1, new.updated_ms))
-            for effect in effects:
-                await self._effect(new, effect)
+        if suspension_id is None:
+            current, version = await self._latest(tenant_id, plugin_id)
+        else:
+            current, version = await self._load(suspension_id)
+            if (current.tenant_id, current.plugin_id) != (tenant_id, plugin_id):
+                raise InvalidEventError(f"{suspension_id} is not a suspension of {tenant_id}/{plugin_id}")
+        new, effects = event(current)
+        if new is current and not effects:
             return new
+        if current is None or new.suspension_id != current.suspension_id:
+            version = 0
+        for effect in effects:  # the command goes out first: that is what the requester waits for
+            if isinstance(effect, SendCommand):
+                await self._send_command(effect.command)
+        data = new.as_dict()
+        self._remember(new, version + 1)
+        await self._send_state(tenant_id, plugin_id, *state_message(data, version + 1))
+        self._rows.put_nowait(self.services.clickhouse.suspension_row(data, version + 1, new.updated_ms))
+        for effect in effects:
+            await self._effect(new, effect)
+        return new
 
     async def _latest(self, tenant_id: str, plugin_id: str) -> tuple[Suspension | None, int]:
         sid = self.latest.get((tenant_id, plugin_id))
@@ -330,17 +467,16 @@ class SuspensionService:
         return (await self._load(suspension_id))[0]
 
     def _remember(self, record: Suspension, version: int) -> None:
-        """Hold every plugin's latest record and every open one; finished records a newer one
-        replaced are served from ClickHouse."""
+        """Hold ``record`` unless a newer version of it is held (the writer's own versions come
+        back from the state topic). Suspensions are few: every one read is held."""
         sid, key = record.suspension_id, (record.tenant_id, record.plugin_id)
+        held = self.records.get(sid)
+        if held is not None and held[1] >= version:
+            return
         self.records[sid] = (record, version)
         latest = self.latest.get(key)
         if latest is None or latest == sid or record.created_ms >= self.records[latest][0].created_ms:
             self.latest[key] = sid
-            if latest is not None and latest != sid and not self.records[latest][0].is_open:
-                del self.records[latest]
-        elif not record.is_open:
-            del self.records[sid]
 
     # Effects -----------------------------------------------------------------------------------
 
@@ -358,7 +494,7 @@ class SuspensionService:
         if isinstance(effect, SendCommand):
             return
         if isinstance(effect, ScheduleTimeout):
-            self._schedule(effect.suspension_id, effect.command_id, effect.deadline_ms)
+            self._schedule(record, effect.command_id, effect.deadline_ms)
         elif isinstance(effect, Audit):
             await self.services.audit.record(effect.action, effect.actor, tenant_id=effect.tenant_id,
                                              plugin_id=effect.plugin_id, target=effect.target,

@@ -10,6 +10,7 @@ counts the suspensions that reached ``suspended`` on ``plugin.suspend.completed`
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import tempfile
 import time
 import uuid
@@ -19,7 +20,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from plugwatch.bench.ingest import PARTITIONS, say, start_worker, stop_worker, wait_healthy, worker_env
+from plugwatch.bench.ingest import PARTITIONS, http_counter, say, start_worker, stop_worker, wait_healthy, worker_env
 from plugwatch.bench.report import percentile
 from plugwatch.embedded import EmbeddedBroker, free_port
 from plugwatch.settings import Topics
@@ -91,6 +92,16 @@ async def drive(bootstrap: str, topics: Topics, port: int, requests: int, timeou
     return latencies, len(completed)
 
 
+def wait_writer(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Until the worker has joined the suspension ops group: requests sent before wait for that."""
+    joined = http_counter(f"http://127.0.0.1:{port}/healthz", lambda r: int(r.json()["suspensions"]["joined"]))
+    deadline = time.monotonic() + timeout
+    while joined() != 1:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not join the suspension ops group; see {log}")
+        time.sleep(0.2)
+
+
 def run(requests: int = 100, timeout_s: float = 120.0) -> str:
     run_id = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"plugwatch-bench-suspend-{run_id}-"))
@@ -107,6 +118,7 @@ def run(requests: int = 100, timeout_s: float = 120.0) -> str:
         proc = start_worker(["plugwatch", "worker", "-l", "warn", "--web-port", str(port)], env, workdir / "worker.log")
         try:
             wait_healthy(port, proc, workdir / "worker.log")
+            wait_writer(port, proc, workdir / "worker.log")
             latencies, completed = asyncio.run(drive(broker.bootstrap_servers, topics, port, requests, timeout_s))
         finally:
             stop_worker(proc)

@@ -57,6 +57,9 @@ class TopicSink:
             partitions = await self.producer.partitions_for(topic)  # waits for metadata
         return sorted(partitions)
 
+    async def partition_count(self, topic: str) -> int:
+        return len(await self._partitions(topic))
+
     def _partition(self, partitions: list[int], key: bytes | None, index: int) -> int:
         if key is None:
             return partitions[index % len(partitions)]

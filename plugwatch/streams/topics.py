@@ -25,8 +25,11 @@ async def ensure_topics(
     partitions: int,
     replication: int = 1,
     timeout: float = 30.0,
+    compacted: list[str] | None = None,
 ) -> dict[str, int]:
-    """Create missing topics; return {topic: partition count}. Existing topics are left as they are."""
+    """Create missing topics (``compacted`` ones with ``cleanup.policy=compact``); return {topic:
+    partition count}. Existing topics are left as they are."""
+    compact = set(compacted or ())
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
@@ -35,7 +38,8 @@ async def ensure_topics(
         if missing:
             try:
                 response = await admin.create_topics(
-                    [NewTopic(n, partitions, replication) for n in missing], timeout_ms=int(timeout * 1000)
+                    [NewTopic(n, partitions, replication, topic_configs={"cleanup.policy": "compact"} if n in compact else {})
+                     for n in missing], timeout_ms=int(timeout * 1000)
                 )
             except TopicAlreadyExistsError:
                 response = None  # another worker won the race

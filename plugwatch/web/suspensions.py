@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 REQUEST_ROLES = ("security", "ops", "tenant_admin")
 STATUS_OF_CODE = {"forbidden": 403, "self_approval": 403, "not_allowed": 403, "conflict": 409, "not_found": 404,
-                  "invalid": 400}
+                  "invalid": 400, "pending": 504, "internal": 500}
 
 
 class SuspensionView(PlugwatchView):

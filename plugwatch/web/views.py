@@ -78,6 +78,9 @@ class Health(PlugwatchView):
                 "engine": "chdb" if services.clickhouse.is_chdb else "server",
             },
         }
+        if services.suspensions is not None:  # until joined, requests wait in the ops topic for a writer
+            body["suspensions"] = {"joined": services.suspensions.joined,
+                                   "partitions": sorted(services.suspensions.owned)}
         return self.reply(body, status=200 if ok else 503)
 
 

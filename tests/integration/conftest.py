@@ -96,7 +96,8 @@ class Worker:
 
     def start(self, timeout: float = 90) -> Worker:
         asyncio.run(
-            ensure_topics(self.broker.bootstrap_servers, self.topics.all_names(), PARTITIONS)
+            ensure_topics(self.broker.bootstrap_servers, self.topics.all_names(), PARTITIONS,
+                          compacted=self.topics.compacted())
         )
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(

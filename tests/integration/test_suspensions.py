@@ -25,9 +25,10 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
+from plugwatch.agents.suspension_log import partition_of
 from plugwatch.embedded import free_port, stop_process
 
-from .conftest import TOKEN, Worker, consume, produce, wait_for
+from .conftest import PARTITIONS, TOKEN, Worker, consume, produce, wait_for
 
 TOKENS = {"requester": "tok-requester", "sec": "tok-sec", "ops": "tok-ops", "other": "tok-other"}
 EMAIL = "li.wei@example.com"
@@ -281,3 +282,68 @@ def test_resume_needs_two_distinct_approvers_and_other_tenants_see_nothing(broke
     finally:
         stop_process(sim)
         worker.stop()
+
+
+def writer_share(worker: Worker) -> dict[str, Any]:
+    return worker.http.get("/healthz").json()["suspensions"]
+
+
+def test_two_workers_give_each_plugin_one_writer_and_the_survivor_carries_on(broker, people, tmp_path):
+    """Requests for one plugin sent to two workers at once merge into one suspension; an approval
+    taken by the worker that does not own the plugin is applied by the one that does; after the
+    owner leaves, the other carries the plugin on from what it read of the state topic (each worker
+    has a chDB of its own here, so nothing comes through ClickHouse)."""
+    first = Worker(broker, people, tmp_path).start()
+    second = Worker(broker, people, tmp_path, app_id=first.app_id, topics=first.topics)
+    sim = None
+    try:
+        wait_for(lambda: writer_share(first)["joined"], 60, "the first worker's share of the ops", first)
+        second.start()
+        wait_for(lambda: (writer_share(second)["partitions"] and writer_share(first)["partitions"]
+                          and sorted(writer_share(first)["partitions"] + writer_share(second)["partitions"])
+                          == list(range(PARTITIONS))), 60, "the ops partitions split between the workers", second)
+        owner, other = ((first, second) if partition_of(b"acme/crm3", PARTITIONS) in writer_share(first)["partitions"]
+                        else (second, first))
+
+        def ask(n: int) -> dict[str, Any]:
+            target = (first, second)[n % 2]
+            with httpx.Client(base_url=str(target.http.base_url), timeout=30) as client:
+                response = client.post("/api/plugins/crm3/suspend", headers=auth("requester"),
+                                       json={"tenant_id": "acme", "reason": f"finding {n}", "severity": "high"})
+                assert response.status_code == 202, response.text
+                return response.json()
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(ask, range(20)))
+        sid = answers[0]["suspension_id"]
+        assert {a["suspension_id"] for a in answers} == {sid}  # merged, not raced, across workers
+        for worker in (first, second):
+            seen = worker.http.get(f"/api/suspensions/{sid}", headers=auth("sec")).json()
+            assert len(seen["requests"]) == 20 and seen["status"] == "requested", seen
+
+        sim = start_sim(first)
+        approved = other.http.post(f"/api/suspensions/{sid}/approve", headers=auth("sec"))
+        assert approved.status_code == 200 and approved.json()["status"] == "executing", approved.text
+        for worker in (first, second):
+            wait_for(lambda w=worker: plugin_state(w, "crm3")["state"] == "suspended", 60, "crm3 suspended", worker)
+
+        owner.stop()  # leaves the group: the other worker takes the plugin's partition
+        wait_for(lambda: PARTITIONS == len(writer_share(other)["partitions"]), 60, "every partition on the survivor",
+                 other)
+        asked = other.http.post("/api/plugins/crm3/resume", json={"tenant_id": "acme"}, headers=auth("requester"))
+        assert asked.status_code == 202 and asked.json()["resumes"] == sid, asked.text
+        rid = asked.json()["suspension_id"]
+        for approver in ("sec", "ops"):
+            decided = other.http.post(f"/api/suspensions/{rid}/approve", headers=auth(approver))
+            assert decided.status_code == 200, decided.text
+        wait_for(lambda: plugin_state(other, "crm3")["state"] == "active", 60, "crm3 resumed by the survivor", other)
+
+        commands = [value for _, value in consume(broker, first.topics.suspend_command, 2)
+                    if value["plugin_id"] == "crm3"]
+        assert [c["action"] for c in commands] == ["suspend", "resume"]
+    finally:
+        if sim is not None:
+            stop_process(sim)
+        for worker in (first, second):
+            if worker.proc is not None:
+                worker.stop()
