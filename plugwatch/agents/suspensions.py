@@ -102,6 +102,7 @@ class SuspensionService:
         self.store = DirectoryStore(config.evidence_dir or settings.data_dir / "evidence")
         self.retention = Retention.from_file(config.evidence_retention or plugins / "evidence_retention.yaml")
         self.numbers = EvidenceNumbers(self._claim_number)
+        self._stored_numbers: int | None = None  # the highest stored evidence number, read at the first claim
         # Every record read from the state topic (and ClickHouse): suspension_id -> (record, version).
         self.records: dict[str, tuple[Suspension, int]] = {}
         self.latest: dict[tuple[str, str], str] = {}  # plugin -> its latest suspension or resume id
@@ -623,10 +624,26 @@ class SuspensionService:
         return sections
 
     async def _claim_number(self) -> int:
-        """A number no other worker gets: the offset of a claim on the one-partition numbers topic."""
+        """A number no other worker gets: the offset of a claim on the one-partition numbers topic.
+
+        A topic younger than the stored evidence (the embedded broker forgets everything when it
+        stops) would hand out numbers again: it is first filled up to the highest stored number."""
         topic = self.settings.topics.evidence_numbers
-        metadata = await (await self.services.topics.producer.send(topic, b"{}", partition=0))
-        return metadata.offset + 1
+        producer = self.services.topics.producer
+        number = (await (await producer.send(topic, b"{}", partition=0))).offset + 1
+        if self._stored_numbers is None:
+            try:
+                self._stored_numbers = await self.services.clickhouse.highest_evidence_number()
+            except Exception as exc:  # the evidence is not held up: checked again at the next claim
+                log.warning("stored evidence numbers not read (%s); claim %d taken unchecked", exc, number)
+                return number
+        if number <= self._stored_numbers:
+            log.warning("topic %s is behind the stored evidence (claim %d, stored up to %d): filling it up",
+                        topic, number, self._stored_numbers)
+            await self.services.topics.send_many(topic, [(None, b"{}")] * (self._stored_numbers - number))
+            number = (await (await producer.send(topic, b"{}", partition=0))).offset + 1
+        self._stored_numbers = 0  # from here on, every claim is past what was stored
+        return number
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

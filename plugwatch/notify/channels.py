@@ -87,6 +87,7 @@ class SmtpSettings:
     username: str | None = None
     password_env: str | None = None  # the environment variable holding the password
     timeout_s: float = 10.0
+    ca_file: str | None = None  # CA bundle that signs the server's certificate (default: the system's)
 
 
 class SmtpChannel:
@@ -159,6 +160,9 @@ class SmtpChannel:
             text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
             raise ChannelError(f"{where}: {type(exc).__name__} {exc.smtp_code} {_one_line(text, EXCERPT_CHARS)}",
                                retryable=400 <= exc.smtp_code < 500) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ChannelError(f"{where}: the server's TLS certificate is not trusted ({exc.verify_message}); "
+                               "name its CA in channels.smtp.ca_file", retryable=False) from None
         except (smtplib.SMTPException, OSError) as exc:  # refused, unreachable, timed out, disconnected
             detail = _one_line(str(exc), EXCERPT_CHARS)
             cause = type(exc).__name__ + (f": {detail}" if detail else "")

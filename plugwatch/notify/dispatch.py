@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -174,7 +175,7 @@ class _Parser:
     def channel_settings(self, value: Any) -> ChannelSettings:
         data = self.mapping(value, "channels", ("smtp", "webhook", "sms"))
         smtp = self.mapping(data.get("smtp"), "channels.smtp",
-                            ("host", "port", "from", "starttls", "username", "password_env", "timeout_s"))
+                            ("host", "port", "from", "starttls", "username", "password_env", "timeout_s", "ca_file"))
         port = smtp.get("port", 25)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise self.fail("channels.smtp.port", f"must be a port number (1-65535), got {port!r}")
@@ -200,6 +201,7 @@ class _Parser:
                 username=username,
                 password_env=password_env,
                 timeout_s=self.number(smtp.get("timeout_s"), "channels.smtp.timeout_s", SmtpSettings.timeout_s),
+                ca_file=self.text(smtp.get("ca_file"), "channels.smtp.ca_file"),
             ),
             webhook=WebhookSettings(
                 url=self.url(webhook.get("url"), "channels.webhook.url"),
@@ -261,8 +263,14 @@ def build_channels(
                 reason = f"environment variable {smtp.password_env} (the SMTP password) is not set"
                 channels[name] = _unavailable(name, reason)
                 continue
+            try:
+                context = ssl.create_default_context(cafile=smtp.ca_file) if smtp.ca_file else None
+            except (OSError, ssl.SSLError) as exc:
+                channels[name] = _unavailable(name, f"channels.smtp.ca_file {smtp.ca_file}: {exc}")
+                continue
             channels[name] = SmtpChannel(smtp.host, smtp.port, smtp.sender, starttls=smtp.starttls,
-                                         username=smtp.username, password=password, timeout_s=smtp.timeout_s)
+                                         username=smtp.username, password=password, timeout_s=smtp.timeout_s,
+                                         ssl_context=context)
         elif name == "webhook":
             channels[name] = WebhookChannel(settings.webhook.url, timeout_s=settings.webhook.timeout_s,
                                             transport=transport)

@@ -313,6 +313,12 @@ class ClickHouse:
         )
         return orjson.loads(rows[0][0]) if rows else None
 
+    async def highest_evidence_number(self) -> int:
+        """The highest NNNNNN of the stored evidence ids (0 when there is none)."""
+        _, rows = await self.query(
+            f"SELECT max(toUInt64OrZero(splitByChar('-', evidence_id)[3])) FROM {self.database}.evidence")
+        return int(rows[0][0] or 0) if rows else 0
+
     async def latest_suspensions(self) -> list[tuple[dict[str, Any], int]]:
         """The latest suspension or resume of every plugin, to carry on after a restart."""
         _, rows = await self.query(

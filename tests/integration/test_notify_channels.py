@@ -12,6 +12,8 @@ import email
 import email.policy
 import io
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -338,6 +340,38 @@ async def test_smtp_login_with_the_password_from_the_environment() -> None:
     assert refused.error is not None and "login refused" in refused.error and SMTP_PASSWORD not in refused.error
     assert (unset.status, unset.attempts) == ("failed", 1)
     assert unset.error is not None and "environment variable PLUGWATCH_SMTP_PASSWORD" in unset.error
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (the openssl command line) and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+async def test_starttls_is_used_and_the_certificate_checked_against_the_configured_ca(certificate) -> None:
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    tenant = {"channels": ["email"], "email": {"to": ["ops@acme.example"]}}
+    async with smtp_server(tls_context=server_tls, require_starttls=True) as (inbox, smtp_port):
+        trusted = config(tenant, smtp_port=smtp_port, smtp={"starttls": True, "ca_file": str(cert)})
+        async with dispatcher(trusted) as d:
+            [sent] = await notify(d)
+        untrusted = config(tenant, smtp_port=smtp_port, smtp={"starttls": True})
+        async with dispatcher(untrusted) as d:
+            [unverified] = await notify(d, event_id="evt-2")
+        plain = config(tenant, smtp_port=smtp_port)
+        async with dispatcher(plain) as d:
+            [refused] = await notify(d, event_id="evt-3")
+    # The server takes mail only after STARTTLS: the one envelope came over TLS.
+    assert (sent.status, sent.attempts) == ("sent", 1) and len(inbox.envelopes) == 1
+    assert (unverified.status, unverified.attempts) == ("failed", 1)  # an untrusted certificate is not retried
+    assert unverified.error is not None and "not trusted" in unverified.error and "ca_file" in unverified.error
+    assert refused.status == "failed" and refused.error is not None and "530" in refused.error
 
 
 async def test_records_insert_into_the_notifications_table(tmp_path: Path) -> None:

@@ -347,3 +347,28 @@ def test_two_workers_give_each_plugin_one_writer_and_the_survivor_carries_on(bro
         for worker in (first, second):
             if worker.proc is not None:
                 worker.stop()
+
+
+def test_evidence_numbers_never_repeat_when_the_broker_forgot_its_claims(broker, people, tmp_path):
+    """A worker whose topics are new (as after the embedded broker restarted) but whose ClickHouse
+    holds earlier evidence numbers on past them."""
+    data_dir = str(tmp_path / "data")
+
+    def snapshot(worker: Worker) -> str:
+        made = worker.http.post("/api/plugins/pay/evidence", json={"tenant_id": "acme", "reason": "audit request"},
+                                headers=auth("sec"))
+        assert made.status_code == 201, made.text
+        return made.json()["evidence_id"]
+
+    before = Worker(broker, people, tmp_path, data_dir=data_dir).start()
+    try:
+        first = [snapshot(before) for _ in range(3)]
+    finally:
+        before.stop()
+    after = Worker(broker, people, tmp_path, data_dir=data_dir).start()  # new topics: a fresh numbers topic
+    try:
+        later = snapshot(after)
+    finally:
+        after.stop()
+    numbers = [int(evidence_id.rsplit("-", 1)[1]) for evidence_id in (*first, later)]
+    assert numbers[:3] == sorted(numbers[:3]) and numbers[3] > max(numbers[:3]), numbers

@@ -229,9 +229,11 @@ def test_ticket_work_waits_in_the_outbox_while_the_ticket_system_is_down_and_lan
 
         def delivered():
             made = server.state["tickets"]
-            return len(made) == 1 and next(iter(made.values())).get("occurrences") == 2 and made
+            ticket = next(iter(made.values()), {})
+            # The second alert's op updates the ticket, then comments: two requests, awaited both.
+            return len(made) == 1 and ticket.get("occurrences") == 2 and ticket.get("comments") and made
 
-        made = wait_for(delivered, 90, "one ticket counting both alerts", worker)
+        made = wait_for(delivered, 90, "one ticket counting both alerts, with its comment", worker)
         (number, remote), = made.items()
         assert remote["tenant_id"] == "acme" and remote["owner"] == "team-payments"
         assert EMAIL not in orjson.dumps(remote).decode()

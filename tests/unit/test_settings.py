@@ -43,8 +43,10 @@ def test_frozen_and_secret_masked():
 
 def test_every_topic_is_listed_once():
     names = Settings().topics.all_names()
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names)) == 21
     assert "plugin.deadletter" in names and "telemetry.masked.metrics" in names
+    assert "plugin.evidence.numbers" not in names  # one partition, created on its own
+    assert Settings().topics.compacted() == ["plugin.suspend.state"]
 
 
 def test_bad_broker_scheme_is_refused():
