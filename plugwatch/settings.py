@@ -128,6 +128,10 @@ class ReportSettings(BaseModel):
     # Telemetry for a report's window arriving this long after the report makes a new revision.
     revision_horizon_s: float = Field(120, ge=0)
     revision_check_s: float = Field(0.5, gt=0)
+    # The second revision at least this long after the first, each next one twice as long after
+    # its predecessor, up to revision_max_interval_s.
+    revision_min_interval_s: float = Field(1.0, ge=0)
+    revision_max_interval_s: float = Field(30.0, ge=0)
     max_open: int = Field(2000, ge=1, description="reports watched for late data at once")
     cached: int = Field(1000, ge=1, description="recent reports served from memory")
     clickhouse_rows: int = Field(20_000, ge=1, description="max rows per signal read in a fallback")

@@ -82,6 +82,8 @@ class ReportService:
         self.scheduler = ReportScheduler(
             grace_ms=config.grace_ms, horizon_ms=int(config.revision_horizon_s * 1000),
             max_open=config.max_open, clock=self.now_ms,
+            min_interval_ms=int(config.revision_min_interval_s * 1000),
+            max_interval_ms=int(config.revision_max_interval_s * 1000),
         )
         self.cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._first_written: dict[str, asyncio.Future[None]] = {}

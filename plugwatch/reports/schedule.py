@@ -10,6 +10,11 @@ After its first revision a report stays open for ``horizon_ms``: when, in that t
 window holds more records inside the report's window (corrected time) than the last revision was
 built from, the late telemetry makes a new revision. Counting (two bisections a report) rather than
 watching arrivals leaves no gap between taking a slice and starting to watch.
+
+Revisions are spaced: the second comes ``min_interval_ms`` after the first at the earliest, each
+next one twice as long after its predecessor, up to ``max_interval_ms``. Telemetry that trickles in
+(a worker catching up on a backlog) then makes a handful of revisions, not one per check -- each
+rebuild reads and masks the whole window again.
 """
 
 from __future__ import annotations
@@ -40,12 +45,16 @@ class OpenReport:
     entries: int  # records the window held inside ``window`` when the last revision was built
     open_until: int
     building: bool = False
+    next_at: int = 0  # no revision before this
 
 
 class ReportScheduler:
-    def __init__(self, *, grace_ms: int, horizon_ms: int, max_open: int, clock: Callable[[], int]):
+    def __init__(self, *, grace_ms: int, horizon_ms: int, max_open: int, clock: Callable[[], int],
+                 min_interval_ms: int = 0, max_interval_ms: int = 0):
         self.grace_ms = grace_ms
         self.horizon_ms = horizon_ms
+        self.min_interval_ms = min_interval_ms
+        self.max_interval_ms = max(max_interval_ms, min_interval_ms)
         self.max_open = max_open
         self.clock = clock
         self.pending: dict[str, Pending] = {}  # report_id -> waiting for its first build
@@ -83,11 +92,19 @@ class ReportScheduler:
         if report is None:
             report = OpenReport(alert, report_id, window, consumed_at, revision, entries, 0)
         report.revision, report.entries, report.building = revision, entries, False
-        report.open_until = self.clock() + self.horizon_ms
+        now = self.clock()
+        report.open_until = now + self.horizon_ms
+        report.next_at = now + self.spacing(revision)
         self.open[report_id] = report
         while len(self.open) > self.max_open:
             self.open.popitem(last=False)  # the oldest stops being watched
         return report
+
+    def spacing(self, revision: int) -> int:
+        """The least time from ``revision`` to the next one."""
+        if self.min_interval_ms <= 0:
+            return 0
+        return min(self.min_interval_ms << min(max(revision - 1, 0), 30), self.max_interval_ms)
 
     def revisions_due(self, held: Callable[[str, int, int], int]) -> list[OpenReport]:
         """Open reports whose window now holds more records than their last revision was built
@@ -95,7 +112,8 @@ class ReportScheduler:
         now = self.clock()
         for report_id in [rid for rid, r in self.open.items() if r.open_until <= now and not r.building]:
             del self.open[report_id]
-        due = [r for r in self.open.values() if not r.building and held(r.alert.key, *r.window) > r.entries]
+        due = [r for r in self.open.values()
+               if not r.building and now >= r.next_at and held(r.alert.key, *r.window) > r.entries]
         for report in due:
             report.building = True
         return due

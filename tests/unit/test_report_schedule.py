@@ -130,3 +130,27 @@ def test_reports_are_for_the_tenant_the_owners_security_and_auditors():
     assert may_read_plugin(who("pay-dev", ["developer"], ["globex"]), "acme", owners)
     assert not may_read_plugin(who("ops", ["ops"], ["*"]), "acme", owners)  # "*" is not the tenant
     assert not may_read_plugin(who("dev", ["developer"], ["globex"]), "acme", owners)
+
+
+def test_revisions_are_spaced_twice_as_long_each_time_up_to_the_most():
+    clock = Clock()
+    s = ReportScheduler(grace_ms=500, horizon_ms=600_000, max_open=10, clock=clock,
+                        min_interval_ms=1_000, max_interval_ms=4_000)
+    window = (T - 300_000, T)
+    held = {"n": 10}
+
+    def count(key, lo, hi):
+        return held["n"]
+
+    s.built("r1", alert(), window, T, 1, 10)
+    gaps = []
+    last = clock.now
+    for revision in range(2, 7):
+        held["n"] += 1  # late telemetry keeps arriving
+        while not s.revisions_due(count):
+            clock.now += 100
+        gaps.append(clock.now - last)
+        last = clock.now
+        s.built("r1", alert(), window, T, revision, held["n"])
+    assert gaps == [1_000, 2_000, 4_000, 4_000, 4_000]
+    assert s.spacing(1) == 1_000 and s.spacing(40) == 4_000
