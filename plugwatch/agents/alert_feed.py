@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from plugwatch import metrics
 from plugwatch.aio import cancel_and_wait
 from plugwatch.sinks.retry import retry_forever
+from plugwatch.streams.reading import fetch
 from plugwatch.streams.records import RecordError
 
 if TYPE_CHECKING:
@@ -79,12 +80,7 @@ class AlertFeed:
             if not consumer.assignment():
                 await asyncio.sleep(0.05)
                 continue
-            try:
-                batches = await consumer.getmany(timeout_ms=50, max_records=500)
-            except KafkaError as exc:
-                log.warning("alerts: fetch failed (%s); retrying", exc)
-                await asyncio.sleep(1)
-                continue
+            batches = await fetch(consumer, "alerts", timeout_ms=50, max_records=500)
             async with self._lock:
                 for tp, records in batches.items():
                     if tp.partition not in self.partitions:

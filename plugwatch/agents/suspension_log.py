@@ -31,6 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import murmur2
 
 from plugwatch.aio import cancel_and_wait
+from plugwatch.streams.reading import fetch, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,8 @@ class StateReplica:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
+        await stop_reader(task, consumer)
         for future in self.pending.values():
             future.cancel()
 
@@ -124,17 +123,12 @@ class StateReplica:
         consumer = self._consumer
         assert consumer is not None
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-                for records in batches.values():
-                    for record in records:
-                        self._read(record)
-                for tp in self.partitions:
-                    self.positions[tp.partition] = await consumer.position(tp)
-            except KafkaError as exc:
-                log.warning("%s: read failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1)
-                continue
+            batches = await fetch(consumer, self.topic, timeout_ms=200, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    self._read(record)
+            for tp in self.partitions:  # known once fetched: no request
+                self.positions[tp.partition] = await consumer.position(tp)
             self._moved.set()
 
     def _read(self, record: Any) -> None:
@@ -199,19 +193,13 @@ class OpsMember:
             task, self._task = self._task, None
             await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()  # leaves the group: the partitions move at once
+        await stop_reader(None, consumer)
 
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
-            except KafkaError as exc:
-                log.warning("%s: fetch failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1)
-                continue
+            batches = await fetch(consumer, self.topic, timeout_ms=500, max_records=500)
             if not batches:
                 continue
             async with self.batch:

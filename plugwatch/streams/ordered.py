@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from plugwatch.aio import cancel_and_wait
+from plugwatch.streams.reading import fetch, stop_reader
 
 log = logging.getLogger(__name__)
 
@@ -100,21 +100,14 @@ class OrderedConsumer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()  # leaves the group, so the partitions move at once
+        await stop_reader(task, consumer)
 
     async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=100)
-            except KafkaError as exc:
-                log.warning("%s: fetch failed (%s); retrying", self.topic, exc)
-                await asyncio.sleep(1)
-                continue
+            batches = await fetch(consumer, self.topic, timeout_ms=500, max_records=100)
             self.revoked_since_fetch.clear()
             for tp, records in batches.items():
                 for record in records:

@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from plugwatch.aio import cancel_and_wait
+from plugwatch.streams.reading import fetch, stop_reader
 from plugwatch.tables.keeper import ESTIMATOR_LIMITS, Rebuild, WindowKeeper
 from plugwatch.tables.skew import SkewEstimator
 from plugwatch.tables.windows import WindowStore
@@ -77,10 +77,8 @@ class MaskedTail(WindowKeeper):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        await cancel_and_wait(task)
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
+        await stop_reader(task, consumer)
 
     async def assign(self, partitions: set[int]) -> None:
         """Own exactly ``partitions`` from now: forget the others, rebuild the new ones."""
@@ -142,7 +140,7 @@ class MaskedTail(WindowKeeper):
             if not consumer.assignment():
                 await asyncio.sleep(0.05)
                 continue
-            batches = await consumer.getmany(timeout_ms=self.idle_ms, max_records=10_000)
+            batches = await fetch(consumer, "window tail", timeout_ms=self.idle_ms, max_records=10_000)
             for tp, records in batches.items():
                 signal = self.signal_of.get(tp.topic)
                 if signal is None or not records:

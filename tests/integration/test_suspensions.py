@@ -113,6 +113,20 @@ def plugin_state(worker: Worker, plugin: str, who: str = "sec") -> dict[str, Any
     return response.json()
 
 
+def ask_at_once(workers: list[Worker], plugin: str, requests: int) -> list[dict[str, Any]]:
+    """``requests`` high-severity suspend requests for ``plugin`` sent at once, spread over ``workers``."""
+
+    def ask(n: int) -> dict[str, Any]:
+        with httpx.Client(base_url=str(workers[n % len(workers)].http.base_url), timeout=30) as client:
+            response = client.post(f"/api/plugins/{plugin}/suspend", headers=auth("requester"),
+                                   json={"tenant_id": "acme", "reason": f"finding {n}", "severity": "high"})
+            assert response.status_code == 202, response.text
+            return response.json()
+
+    with ThreadPoolExecutor(requests) as pool:
+        return list(pool.map(ask, range(requests)))
+
+
 def errors_of(broker, worker: Worker, plugin: str) -> None:
     t = int(time.time() * 1000)
     logs = [{"tenant_id": "acme", "plugin_id": plugin, "plugin_version": "3.2.1", "instance_id": "pg-0", "ts": t - 1000 * i,
@@ -267,15 +281,7 @@ def test_resume_needs_two_distinct_approvers_and_other_tenants_see_nothing(broke
         foreign = worker.http.post("/api/plugins/wiki/suspend", json={"tenant_id": "acme"}, headers=auth("other"))
         assert foreign.status_code == 403
 
-        def ask(n: int) -> dict[str, Any]:
-            with httpx.Client(base_url=str(worker.http.base_url), timeout=30) as client:
-                response = client.post("/api/plugins/crm2/suspend", headers=auth("requester"),
-                                       json={"tenant_id": "acme", "reason": f"finding {n}", "severity": "high"})
-                assert response.status_code == 202, response.text
-                return response.json()
-
-        with ThreadPoolExecutor(10) as pool:
-            answers = list(pool.map(ask, range(10)))
+        answers = ask_at_once([worker], "crm2", 10)
         assert len({a["suspension_id"] for a in answers}) == 1  # merged, not raced
         merged = worker.http.get(f"/api/suspensions/{answers[0]['suspension_id']}", headers=auth("sec")).json()
         assert len(merged["requests"]) == 10 and merged["status"] == "requested"
@@ -305,16 +311,7 @@ def test_two_workers_give_each_plugin_one_writer_and_the_survivor_carries_on(bro
         owner, other = ((first, second) if partition_of(b"acme/crm3", PARTITIONS) in writer_share(first)["partitions"]
                         else (second, first))
 
-        def ask(n: int) -> dict[str, Any]:
-            target = (first, second)[n % 2]
-            with httpx.Client(base_url=str(target.http.base_url), timeout=30) as client:
-                response = client.post("/api/plugins/crm3/suspend", headers=auth("requester"),
-                                       json={"tenant_id": "acme", "reason": f"finding {n}", "severity": "high"})
-                assert response.status_code == 202, response.text
-                return response.json()
-
-        with ThreadPoolExecutor(20) as pool:
-            answers = list(pool.map(ask, range(20)))
+        answers = ask_at_once([first, second], "crm3", 20)
         sid = answers[0]["suspension_id"]
         assert {a["suspension_id"] for a in answers} == {sid}  # merged, not raced, across workers
         for worker in (first, second):
