@@ -32,7 +32,7 @@ _JWT = re.compile(rb"eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]{2,}(?:\.[A-Za-z0-9_\-
 _PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[^\"]{0,16384}?-----END [A-Z0-9 ]{0,40}"
                   rb"PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s\\:,.\-]*)")
 _CRED = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
-_IBAN = re.compile(rb"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?")
+_IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
 _RUN = re.compile(rb"[0-9]+(?:[ \-][0-9]+)*")  # digits with single separators; one-char repeats are fast in re
 # Lengths of a plain digit run (no separator, no X after it) that can be a mainland mobile (11
 # digits from 1, 13 from 86), a card (13-19 from 2-6) or a resident ID (15/18 from a province
@@ -258,10 +258,21 @@ class _Event(KeyFindings):
         b = self.b
         if not _left_ok(b, s) or b[s:s + 2].decode() not in v.IBAN_LENGTHS:
             return
-        found = _IBAN.match(b, s)
-        if found and (found.end() >= len(b) or b[found.end()] not in ALNUM) and v.iban_ok(found.group().replace(b" ", b"")):
-            if not self.readable_at(s):
-                self.add(s, found.end(), "iban")
+        # The country fixes the length: the first that many letters and digits (spaces between
+        # allowed) are the IBAN when they check out, whatever follows ("... 2802 0", "...2802X").
+        found = _IBAN_RUN.match(b, s)
+        if found is None:
+            return
+        length = v.IBAN_LENGTHS[b[s:s + 2].decode()]
+        end, taken = s, 0
+        for i in range(s, found.end()):
+            if b[i] != 0x20:
+                taken += 1
+                if taken == length:
+                    end = i + 1
+                    break
+        if taken == length and v.iban_ok(b[s:end].replace(b" ", b"")) and not self.readable_at(s):
+            self.add(s, end, "iban")
 
     def token(self, e: int, n: int) -> None:
         _, length, full, kind = self.m.vendor[n]

@@ -36,6 +36,9 @@ POSITIVES = [
     ("unionpay-19", "unionpay 6283378876232860125 declined", "6283378876232860125", "card"),
     ("iban-spaced", "payout to DE89 3704 0044 0532 0130 00 queued", "3704 0044 0532", "iban"),
     ("iban-compact", "IBAN GB82WEST12345698765432 rejected", "GB82WEST12345698765432", "iban"),
+    # Found by Hypothesis: a digit after the IBAN's last group was taken as one more group.
+    ("iban-then-digit", " ES7864542841036648562802 0", "ES7864542841036648562802", "iban"),
+    ("iban-glued", "ref=GB82WEST12345698765432X", "GB82WEST12345698765432", "iban"),
     ("jwt", f"token expired: {JWT}", JWT, "jwt"),
     ("bearer", "Authorization: Bearer abc123def456ghi789 sent", "abc123def456ghi789", "authorization"),
     ("bearer-lower", "header bearer opaqueTok3n12345", "opaqueTok3n12345", "bearer"),
