@@ -99,9 +99,10 @@ class WindowKeeper:
         estimator = self.estimator(key)
         estimator.observe(signal, record)
         self.observed.add(key)
-        corrected = estimator.correct(signal, record)
         source = source_of(record)
-        self._note_offset(key, source, signal, corrected - raw_ts)
+        offset = estimator.offset(source, signal)  # what estimator.correct() adds, source known
+        corrected = raw_ts + offset
+        self._note_offset(key, source, signal, offset)
         if corrected < self.now_ms() - self.window_ms:
             return False
         new_key = key not in self.key_partition

@@ -138,10 +138,13 @@ class SkewEstimator:
         self._ttl = index_ttl_ms
         self._refresh = refresh_ms
         self._sources: OrderedDict[str, dict[str, _Track]] = OrderedDict()
-        # span_id -> (source, start, end, observed_at); logs and children waiting for a span by span_id.
+        # span_id -> (source, start, end, observed_at); logs and children waiting for a span by span_id,
+        # as (first_seen, *item, *item, ...): (source, ts) per log, (span_id,) per child. All flat
+        # tuples of strs and ints: the garbage collector stops tracking them, which matters with
+        # thousands of estimators holding hundreds of entries each.
         self._spans: OrderedDict[str, tuple[str, int, int, int]] = OrderedDict()
-        self._waiting_logs: OrderedDict[str, tuple[int, list[tuple[str, int]]]] = OrderedDict()
-        self._waiting_children: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+        self._waiting_logs: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        self._waiting_children: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._expired_at = -(2**62)
 
     # -- evidence ----------------------------------------------------------------------------------
@@ -179,12 +182,12 @@ class SkewEstimator:
         elif (parent := self._spans.get(str(parent_id))) is not None:
             self._link_child(span, parent, now)
         else:
-            self._wait(self._waiting_children, str(parent_id), span_id, now)
+            self._wait(self._waiting_children, str(parent_id), (span_id,), now)
         if (logs := self._waiting_logs.pop(span_id, None)) is not None:
-            for log_source, ts in logs[1]:
+            for log_source, ts in zip(logs[1::2], logs[2::2]):
                 self._link_log(log_source, ts, span, now)
         if (children := self._waiting_children.pop(span_id, None)) is not None:
-            for child_id in children[1]:
+            for child_id in children[1:]:
                 if (child := self._spans.get(child_id)) is not None:
                     self._link_child(child, span, now)
 
@@ -216,12 +219,13 @@ class SkewEstimator:
     def _vote(self, source: str, signal: str, lo: int, hi: float, now: int) -> None:
         self._track(source, signal).add_vote(lo, hi, now, self._max_votes)
 
-    def _wait(self, index: OrderedDict, span_id: str, item: Any, now: int) -> None:
+    def _wait(self, index: OrderedDict, span_id: str, item: tuple, now: int) -> None:
+        """Add ``item``'s fields to what waits for ``span_id``: ``(first_seen, *item, *item, ...)``."""
         entry = index.get(span_id)
         if entry is None:
-            _put(index, span_id, (now, [item]), self._max_waiting)
-        elif len(entry[1]) < 32:  # one span's waiting list; more adds little evidence
-            entry[1].append(item)
+            _put(index, span_id, (now, *item), self._max_waiting)
+        elif len(entry) <= 32 * len(item):  # one span's waiting list; more adds little evidence
+            index[span_id] = (*entry, *item)
 
     def _expire_indexes(self, now: int) -> None:
         if now - self._expired_at < 100:  # at most every 100 ms: it runs on every observed record
