@@ -129,7 +129,14 @@ class Services:
             await self.suspensions.start()
 
     async def save_skew(self) -> None:
-        rows = self.tail.take_dirty_snapshots()
+        rows: list[tuple[str, int, bytes, int]] = []
+        # A few hundred snapshots at a time (~20 µs each), letting the event loop run in between;
+        # keys made dirty meanwhile wait for the next save.
+        remaining = len(self.tail.dirty)
+        while remaining > 0 and (chunk := self.tail.take_dirty_snapshots(min(500, remaining))):
+            rows.extend(chunk)
+            remaining -= 500
+            await asyncio.sleep(0)
         if rows:
             await self.clickhouse.save_skew(rows)
 

@@ -120,11 +120,11 @@ class ClickHouse:
             table = TELEMETRY_TABLES[signal].name
             await self._insert_block(table, len(values), b"\n".join(values), "JSONAsString", ["raw"])
 
-    async def save_skew(self, rows: Sequence[tuple[str, int, dict[str, Any], int]]) -> None:
-        """(plugin key, partition, estimator snapshot, updated_at ms) rows into ``skew_state``."""
+    async def save_skew(self, rows: Sequence[tuple[str, int, bytes, int]]) -> None:
+        """(plugin key, partition, estimator snapshot as JSON, updated_at ms) rows into ``skew_state``."""
         await self.insert_rows(
             "skew_state",
-            [{"plugin_key": k, "partition": p, "snapshot": orjson.dumps(snap).decode(), "updated_at": at / 1000}
+            [{"plugin_key": k, "partition": p, "snapshot": snap.decode(), "updated_at": at / 1000}
              for k, p, snap, at in rows],
         )
 

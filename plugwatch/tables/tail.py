@@ -127,11 +127,14 @@ class MaskedTail(WindowKeeper):
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("saved clock-skew state of %s unusable (%s); starting afresh", key, exc)
 
-    def take_dirty_snapshots(self) -> list[tuple[str, int, dict[str, Any], int]]:
-        """Snapshots of the estimators that changed since the last call, for saving."""
-        keys, self.dirty = self.dirty, set()
+    def take_dirty_snapshots(self, limit: int | None = None) -> list[tuple[str, int, bytes, int]]:
+        """Snapshots (JSON) of up to ``limit`` estimators that changed since they were last taken."""
+        if limit is None or limit >= len(self.dirty):
+            keys, self.dirty = self.dirty, set()
+        else:
+            keys = [self.dirty.pop() for _ in range(limit)]
         now = self.now_ms()
-        return [(k, self.partition_of(k), self.skew[k].snapshot(), now) for k in keys if k in self.skew]
+        return [(k, self.partition_of(k), self.skew[k].snapshot_json(), now) for k in keys if k in self.skew]
 
     async def _run(self) -> None:
         consumer = self._consumer

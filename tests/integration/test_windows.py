@@ -11,10 +11,9 @@ from .conftest import wait_for, Worker, produce
 
 
 
-def test_logs_stamped_3s_ahead_of_their_spans_land_at_the_corrected_time(worker, broker):
-    NOW = int(time.time() * 1000)  # at the test, not at collection: other modules run first
-    key = "acme/skewed"
-    base = NOW - 120_000
+def skewed_telemetry(base: int) -> tuple[list[dict], list[dict], set[str]]:
+    """60 spans of api-0 and a log in each from worker-1, whose clock runs 3 s ahead; every tenth log
+    is asynchronous, written 5 s after its span ended (an outlier)."""
     spans, logs, outliers = [], [], set()
     for i in range(60):
         start = base + i * 1000
@@ -28,12 +27,24 @@ def test_logs_stamped_3s_ahead_of_their_spans_land_at_the_corrected_time(worker,
             outliers.add(span_id)
         logs.append({"tenant_id": "acme", "plugin_id": "skewed", "instance_id": "worker-1", "ts": ts,
                      "span_id": span_id, "trace_id": uuid.UUID(int=i + 1).hex, "message": f"step {i}"})
+    return spans, logs, outliers
+
+
+def skew_row(worker: Worker, key: str, source: str, signal: str) -> dict | None:
+    rows = worker.get("/internal/debug/skew", plugin=key)["sources"]
+    return next((r for r in rows if r["source"] == source and r["signal"] == signal), None)
+
+
+def test_logs_stamped_3s_ahead_of_their_spans_land_at_the_corrected_time(worker, broker):
+    NOW = int(time.time() * 1000)  # at the test, not at collection: other modules run first
+    key = "acme/skewed"
+    base = NOW - 120_000
+    spans, logs, outliers = skewed_telemetry(base)
     produce(broker, worker.topics.traces, [(key.encode(), orjson.dumps(s)) for s in spans])
     produce(broker, worker.topics.logs, [(key.encode(), orjson.dumps(r)) for r in logs])
 
     def skew_settled():
-        rows = worker.get("/internal/debug/skew", plugin=key)["sources"]
-        row = next((r for r in rows if r["source"] == "worker-1" and r["signal"] == "logs"), None)
+        row = skew_row(worker, key, "worker-1", "logs")
         return row if row and row["samples"] >= 50 and abs(row["offset_ms"] + 3000) <= 50 else None
 
     row = wait_for(skew_settled, 60, "worker-1's log offset ≈ -3000 ms", worker)
@@ -55,6 +66,40 @@ def test_logs_stamped_3s_ahead_of_their_spans_land_at_the_corrected_time(worker,
         if entry["record"]["span_id"] not in outliers:
             assert start <= entry["corrected_ts"] <= end, entry
         assert entry["raw_ts"] == entry["record"]["ts"]  # raw time kept beside the corrected one
+
+
+def test_skew_estimates_survive_a_restart(broker, access_file, tmp_path):
+    """Saved to ClickHouse while the worker runs; a worker started on the same data directory has
+    them before any telemetry arrives (its topics are new and empty, so nothing can be relearnt)."""
+    key = "acme/skewed"
+    data_dir = str(tmp_path / "data")
+    first = Worker(broker, access_file, tmp_path, data_dir=data_dir, window__skew_save_interval_s="1").start()
+    try:
+        spans, logs, _ = skewed_telemetry(int(time.time() * 1000) - 120_000)
+        produce(broker, first.topics.traces, [(key.encode(), orjson.dumps(s)) for s in spans])
+        produce(broker, first.topics.logs, [(key.encode(), orjson.dumps(r)) for r in logs])
+
+        def saved():
+            rows = first.sql(f"SELECT snapshot FROM plugwatch.skew_state FINAL WHERE plugin_key = '{key}'")
+            if not rows:
+                return None
+            votes = orjson.loads(rows[0][0])["sources"].get("worker-1", {}).get("logs", {}).get("votes", [])
+            return votes if len(votes) >= 50 else None
+
+        wait_for(saved, 60, "worker-1's log evidence saved in skew_state", first)
+        learnt = skew_row(first, key, "worker-1", "logs")
+    finally:
+        first.stop()
+    assert learnt is not None and abs(learnt["offset_ms"] + 3000) <= 50, learnt
+
+    second = Worker(broker, access_file, tmp_path, data_dir=data_dir).start()
+    try:
+        restored = wait_for(lambda: skew_row(second, key, "worker-1", "logs"), 60,
+                            "the saved estimate loaded when the partition was assigned", second)
+        assert restored["offset_ms"] == learnt["offset_ms"] and restored["samples"] >= 50
+        assert second.get("/internal/debug/window", plugin=key)["entries"] == []  # learnt from nothing new
+    finally:
+        second.stop()
 
 
 def test_after_kill_9_the_survivor_rebuilds_the_moved_plugins_windows(broker, access_file, tmp_path):
