@@ -34,11 +34,18 @@ from plugwatch.streams.topics import ensure_topics
 
 
 def rss_mib(pid: int) -> float:
+    return memory_mib(pid)["VmRSS"]
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS and its parts, RssAnon (the heap) and RssFile (mapped files: chDB's library is ~180 MiB)."""
+    found = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            name = line.split(":", 1)[0]
+            if name in found:
+                found[name] = int(line.split()[1]) / 1024
+    return found
 
 
 def window_bytes(text: str) -> float:
@@ -74,9 +81,11 @@ async def drive(
                 await asyncio.sleep(0.25)
             if time.monotonic() >= next_sample:
                 text = await asyncio.to_thread(metrics_text) or ""
-                sample = (time.monotonic() - started, rss_mib(pid), window_bytes(str(text)) / 2**20)
+                memory = memory_mib(pid)
+                sample = (time.monotonic() - started, memory["VmRSS"], window_bytes(str(text)) / 2**20)
                 samples.append(sample)
-                say(f"  {label} {sample[0]:5.0f} s: written {done:,} rss {sample[1]:.0f} MiB window {sample[2]:.0f} MiB")
+                say(f"  {label} {sample[0]:5.0f} s: written {done:,} rss {sample[1]:.0f} MiB "
+                    f"(anon {memory['RssAnon']:.0f}, files {memory['RssFile']:.0f}) window {sample[2]:.0f} MiB")
                 next_sample += 10
         done = await asyncio.to_thread(written) or 0
     finally:
