@@ -1,11 +1,12 @@
 """The ClickHouse sink on the real chDB engine: idempotent DDL, columns derived from the masked
-JSON, and redelivered rows collapsing by event_id."""
+JSON, redelivered rows collapsing by event_id, and concurrent row inserts grouped."""
 
 import asyncio
 import time
 
 import orjson
 
+from plugwatch.metrics import REGISTRY
 from plugwatch.sinks.clickhouse import ClickHouse
 
 TS = int(time.time() * 1000)  # within the TTL: ClickHouse drops expired rows on insert
@@ -47,3 +48,34 @@ def test_schema_columns_and_redelivery(tmp_path):
     assert spans[1] == [[40, "ERROR", "SERVER"]]
     assert points[1] == [["cpu", 0.5]]
     assert "TTL toDateTime(ts) + toIntervalDay(7)" in ttl[1][0][0]
+
+
+def test_concurrent_row_inserts_share_inserts_and_a_bad_row_fails_only_its_call(tmp_path):
+    def alert(n: int, updated_at: object = None) -> dict:
+        return {"alert_id": f"a-{n}", "tenant_id": "acme", "plugin_id": "p1", "status": "open", "fingerprint": "",
+                "ticket_id": "", "updated_at": TS / 1000 if updated_at is None else updated_at, "version": 1,
+                "state": "{}"}
+
+    async def scenario():
+        clickhouse = ClickHouse(f"chdb://{tmp_path / 'ch'}", "plugwatch")
+        try:
+            await clickhouse.start()
+            before = inserts()
+            await asyncio.gather(*(clickhouse.insert_rows("debug_alerts", [alert(n)]) for n in range(20)))
+            grouped = inserts() - before
+            calls = [clickhouse.insert_rows("debug_alerts", [alert(n)]) for n in range(20, 40)]
+            calls.append(clickhouse.insert_rows("debug_alerts", [alert(99, updated_at="not a time")]))
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            rows = await clickhouse.query("SELECT alert_id FROM plugwatch.debug_alerts ORDER BY alert_id")
+            return grouped, results, rows[1]
+        finally:
+            await clickhouse.close()
+
+    def inserts() -> float:
+        return REGISTRY.get_sample_value("plugwatch_clickhouse_insert_seconds_count", {"table": "debug_alerts"}) or 0
+
+    grouped, results, rows = asyncio.run(scenario())
+    assert 1 <= grouped < 20  # twenty calls at once, fewer inserts
+    assert results[:20] == [None] * 20
+    assert isinstance(results[20], Exception)  # the bad call alone failed, with ClickHouse's error
+    assert sorted(row[0] for row in rows) == sorted(f"a-{n}" for n in range(40))
