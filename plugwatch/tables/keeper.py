@@ -97,8 +97,10 @@ class WindowKeeper:
         if not isinstance(raw_ts, int):
             return False
         estimator = self.estimator(key)
+        changes = estimator.changes
         estimator.observe(signal, record)
-        self.observed.add(key)
+        if estimator.changes != changes:
+            self.observed.add(key)
         source = source_of(record)
         offset = estimator.offset(source, signal)  # what estimator.correct() adds, source known
         corrected = raw_ts + offset

@@ -148,6 +148,9 @@ class SkewEstimator:
         self._waiting_logs: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._waiting_children: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._expired_at = -(2**62)
+        # Counts evidence that can move an estimate (a vote, a root span, a new broker bound); what
+        # did not change it needs no re-check of the offsets entries were placed with.
+        self.changes = 0
 
     # -- evidence ----------------------------------------------------------------------------------
 
@@ -159,7 +162,11 @@ class SkewEstimator:
         own = _int(record.get("end_ts" if signal == "traces" else "ts"))
         broker = _int(record.get("broker_ts"))
         if own is not None and broker is not None:
-            self._track(source, signal).add_slack(broker - own, now, self._max_slacks)
+            track = self._track(source, signal)
+            bound = self._bound(track)
+            track.add_slack(broker - own, now, self._max_slacks)
+            if self._bound(track) != bound:
+                self.changes += 1
         if signal == "metrics":
             return
         self._expire_indexes(now)
@@ -181,6 +188,7 @@ class SkewEstimator:
         if not parent_id:
             track = self._track(source, "traces")
             track.roots = min(track.roots + 1, self._max_votes)
+            self.changes += 1
         elif (parent := self._spans.get(str(parent_id))) is not None:
             self._link_child(span, parent, now)
         else:
@@ -220,6 +228,7 @@ class SkewEstimator:
 
     def _vote(self, source: str, signal: str, lo: int, hi: float, now: int) -> None:
         self._track(source, signal).add_vote(lo, hi, now, self._max_votes)
+        self.changes += 1
 
     def _wait(self, index: OrderedDict, span_id: str, item: tuple, now: int) -> None:
         """Add ``item``'s fields to what waits for ``span_id``: ``(first_seen, *item, *item, ...)``."""

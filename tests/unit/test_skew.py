@@ -264,3 +264,18 @@ def test_old_evidence_fades_by_the_clock():
     assert est.estimate("app", "logs").confidence < fresh
     clock.now += 600_000
     assert est.estimate("app", "logs").samples == 0
+
+
+def test_changes_counts_only_evidence_that_can_move_an_estimate():
+    clock = Clock()
+    est = SkewEstimator(clock=clock)
+    unlinked = {**KEY, "instance_id": "w", "ts": BASE, "span_id": "never-arrives", "message": "m"}
+    est.observe("logs", unlinked)  # waits for its span: no vote yet
+    assert est.changes == 0
+    est.observe("logs", {**unlinked, "broker_ts": BASE + 40})  # a first broker bound
+    assert est.changes == 1
+    est.observe("logs", {**unlinked, "broker_ts": BASE + 40})  # the same bound again
+    assert est.changes == 1
+    est.observe("traces", {**KEY, "instance_id": "gw", "trace_id": "t", "span_id": "never-arrives",
+                           "start_ts": BASE - 10, "end_ts": BASE + 10})
+    assert est.changes == 1 + 1 + 3  # the bound, the root span, a vote from each of the three waiting logs
