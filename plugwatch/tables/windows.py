@@ -37,6 +37,7 @@ from plugwatch.tables.skew import source_of
 ENTRY_OVERHEAD = 240
 
 _FORGOTTEN_KEPT = 10_000  # revoked keys remembered so their slices say "not held"
+_KINDS_KEPT = 64  # (signal, source) pairs a key may hold before those no entry uses are dropped
 
 
 @dataclass(slots=True)
@@ -141,12 +142,25 @@ class _KeyWindow:
             for column in (self.times, self.raws, self.sizes, self.kinds, self.records, self.event_ids):
                 del column[:head]
             self.head = 0
+            if len(self.kind_of) > _KINDS_KEPT:
+                self.forget_kinds()
         if event_id is not None:
             self.ids.discard(event_id)
         cost = size + ENTRY_OVERHEAD
         self.bytes -= cost
         self.lose(corrected_ts)
         return cost
+
+    def forget_kinds(self) -> None:
+        """Keep only the (signal, source) pairs live entries use: sources come and go (pods are
+        replaced), and a long-lived key must not keep every one it ever saw."""
+        live = sorted(set(self.kinds[self.head :]))
+        if len(live) == len(self.kind_of):
+            return
+        self.kind_of = [self.kind_of[code] for code in live]
+        self.kind_codes = {kind: code for code, kind in enumerate(self.kind_of)}
+        renumbered = {old: new for new, old in enumerate(live)}
+        self.kinds = array("L", [renumbered.get(code, 0) for code in self.kinds])  # dropped slots: any code
 
     def reorder(self, times: list[int]) -> None:
         """Give the live entries these corrected times (in held order) and sort them again."""

@@ -158,6 +158,16 @@ def test_forget_drops_a_key_and_its_slices_say_it_is_not_held():
     assert not store.slice("t/p", BASE, BASE + 7_000).complete
 
 
+def test_a_key_forgets_the_sources_its_entries_no_longer_use():
+    store, _ = make(per_key_max_entries=10)
+    for i in range(1_000):  # a new instance every 5 records, as when pods keep being replaced
+        ts = BASE + i
+        store.add("t/p", "logs", record(f"e{i}", ts, source=f"pod-{i // 5}"), corrected_ts=ts, raw_ts=ts, size=10)
+    held = store.slice("t/p", *ALL).entries
+    assert [(e.event_id, e.source) for e in held] == [(f"e{i}", f"pod-{i // 5}") for i in range(990, 1_000)]
+    assert len(store._windows["t/p"].kind_of) < 100  # bounded, not one per pod ever seen (200)
+
+
 def test_recorrect_reindexes_a_key():
     store, _ = make()
     for i in range(3):
