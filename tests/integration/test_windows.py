@@ -96,7 +96,9 @@ def test_skew_estimates_survive_a_restart(broker, access_file, tmp_path):
     try:
         restored = wait_for(lambda: skew_row(second, key, "worker-1", "logs"), 60,
                             "the saved estimate loaded when the partition was assigned", second)
-        assert restored["offset_ms"] == learnt["offset_ms"] and restored["samples"] >= 50
+        # Not bit-equal to ``learnt``: a last vote or two may have come in after that read. With no
+        # telemetry on its topics, only the saved evidence can put worker-1 3 s ahead here.
+        assert abs(restored["offset_ms"] + 3000) <= 50 and restored["samples"] >= 50, restored
         assert second.get("/internal/debug/window", plugin=key)["entries"] == []  # learnt from nothing new
     finally:
         second.stop()
