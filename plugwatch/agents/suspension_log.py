@@ -28,7 +28,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.partitioner import murmur2
 
 from plugwatch.aio import cancel_and_wait
 from plugwatch.streams.reading import fetch, stop_reader
@@ -40,11 +39,6 @@ STATE, REPLY = "state", "reply"
 
 def plugin_key(tenant_id: str, plugin_id: str) -> bytes:
     return f"{tenant_id}/{plugin_id}".encode()
-
-
-def partition_of(key: bytes, count: int) -> int:
-    """The partition the default partitioner of aiokafka (and of the Java client) gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 def state_message(record: dict[str, Any], version: int) -> tuple[bytes, bytes]:

@@ -25,7 +25,6 @@ from plugwatch import metrics
 from plugwatch.agents.suspension_log import (
     OpsMember,
     StateReplica,
-    partition_of,
     plugin_key,
     reply_message,
     state_message,
@@ -41,6 +40,7 @@ from plugwatch.evidence import (
 )
 from plugwatch.notify import Dispatcher, NotificationConfig, build_channels
 from plugwatch.sinks.retry import retry_forever
+from plugwatch.sinks.topics import partition_of
 from plugwatch.streams.ordered import OrderedConsumer
 from plugwatch.suspension import machine
 from plugwatch.suspension.machine import (
@@ -315,7 +315,7 @@ class SuspensionService:
 
     def _schedule(self, record: Suspension, command_id: str, deadline_ms: int) -> None:
         """On the plugin's writer: at the deadline, a timeout op (ignored if an ack came first)."""
-        partition = partition_of(plugin_key(record.tenant_id, record.plugin_id), self.partitions)
+        partition = self._partition(record.tenant_id, record.plugin_id)
         op = {"op": "timeout", "tenant_id": record.tenant_id, "plugin_id": record.plugin_id,
               "suspension_id": record.suspension_id, "command_id": command_id}
 
@@ -328,13 +328,17 @@ class SuspensionService:
 
     # The plugin's writer -------------------------------------------------------------------------
 
+    def _partition(self, tenant_id: str, plugin_id: str) -> int:
+        """The plugin's partition of the ops and state topics (and so its writer)."""
+        return partition_of(plugin_key(tenant_id, plugin_id), self.partitions)
+
     async def _assigned(self, partitions: set[int]) -> None:
         """Ops of ``partitions`` are ours from now: first everything their last writer wrote."""
         await self.replica.caught_up(partitions)
         self.owned |= partitions
         held = 0
         for record, version in list(self.records.values()):
-            if partition_of(plugin_key(record.tenant_id, record.plugin_id), self.partitions) not in partitions:
+            if self._partition(record.tenant_id, record.plugin_id) not in partitions:
                 continue
             held += 1
             # ClickHouse may lack versions its writer had not inserted yet: they are written again
@@ -420,7 +424,7 @@ class SuspensionService:
 
     async def _send_state(self, tenant_id: str, plugin_id: str, key: bytes, value: bytes) -> None:
         topic = self.settings.topics.suspend_state
-        partition = partition_of(plugin_key(tenant_id, plugin_id), self.partitions)
+        partition = self._partition(tenant_id, plugin_id)
         await retry_forever(f"state to {topic}", lambda: self.services.topics.send(
             topic, value, key=key, partition=partition))
 

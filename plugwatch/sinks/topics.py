@@ -13,9 +13,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 _PARTITION_CACHE_LIMIT = 100_000
+
+
+def partition_of(key: bytes, count: int) -> int:
+    """The partition the default partitioner of aiokafka (and of the Java client) gives ``key``
+    among ``count`` partitions: where every producer puts it, and so where readers look for it."""
+    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 class TopicSink:
@@ -29,7 +35,6 @@ class TopicSink:
             "max_request_size": 4 * 1024 * 1024,
         }
         self._producer: AIOKafkaProducer | None = None
-        self._partitioner = DefaultPartitioner()
         self._partition_of: dict[tuple[int, bytes], int] = {}
 
     async def start(self) -> None:
@@ -68,7 +73,7 @@ class TopicSink:
         if partition is None:
             if len(self._partition_of) > _PARTITION_CACHE_LIMIT:
                 self._partition_of.clear()
-            partition = self._partitioner(key, partitions, partitions)
+            partition = partitions[partition_of(key, len(partitions))]
             self._partition_of[cache_key] = partition
         return partition
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
+from plugwatch.sinks.topics import partition_of
 from plugwatch.streams.reading import fetch, stop_reader
 from plugwatch.tables.keeper import ESTIMATOR_LIMITS, Rebuild, WindowKeeper
 from plugwatch.tables.skew import SkewEstimator
@@ -48,7 +48,6 @@ class MaskedTail(WindowKeeper):
         load_skew: Callable[[list[int]], Awaitable[dict[str, dict[str, Any]]]] | None = None,
         **kwargs: Any,
     ):
-        self._partitioner = DefaultPartitioner()
         self.partitions = partitions
         super().__init__(windows, masked_topics, partition_for=self._partition_for, **kwargs)
         self.bootstrap_servers = bootstrap_servers
@@ -59,9 +58,8 @@ class MaskedTail(WindowKeeper):
         self._assign_lock = asyncio.Lock()
 
     def _partition_for(self, key: str) -> int:
-        """The masked topics' partition of a key: aiokafka's default partitioner, as the producer."""
-        all_partitions = list(range(self.partitions))
-        return self._partitioner(key.encode(), all_partitions, all_partitions)
+        """The masked topics' partition of a key: where the producer put it."""
+        return partition_of(key.encode(), self.partitions)
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(

@@ -13,9 +13,9 @@ import hashlib
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from plugwatch.agents.suspension_log import partition_of
 from plugwatch.embedded import free_port, stop_process
+from plugwatch.sinks.topics import partition_of
 
 from .conftest import PARTITIONS, TOKEN, Worker, consume, produce, wait_for
 

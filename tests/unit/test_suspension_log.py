@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from plugwatch.agents.suspension_log import (
     StateReplica,
-    partition_of,
     plugin_key,
     reply_message,
     state_message,
 )
+from plugwatch.sinks.topics import partition_of
 
 
 @given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40), st.integers(1, 64))
