@@ -50,6 +50,13 @@ CLICKHOUSE_INSERT_SECONDS = Histogram(
     ["table"],
     registry=REGISTRY,
 )
+CLICKHOUSE_BUSY_SECONDS = Counter(
+    "plugwatch_clickhouse_busy_seconds_total",
+    "Time ClickHouse calls held the client's one thread, by kind (insert, query, other); "
+    "its rate near 1 means calls queue",
+    ["kind"],
+    registry=REGISTRY,
+)
 CLICKHOUSE_ERRORS = Counter(
     "plugwatch_clickhouse_errors_total", "Failed ClickHouse inserts (retried)", ["table"], registry=REGISTRY
 )

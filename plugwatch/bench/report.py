@@ -82,8 +82,12 @@ async def drive(bootstrap: str, topics: Topics, port: int, *, alerts: int, alert
     produced_at: dict[str, float] = {}
     latencies: dict[str, tuple[float, int]] = {}
     try:
-        await asyncio.sleep(warmup_s)
-        say(f"warm-up done: {await asyncio.to_thread(written) or 0:,} events written")
+        await asyncio.sleep(warmup_s / 3)
+        settled, settled_at = await asyncio.to_thread(written) or 0, time.monotonic()
+        await asyncio.sleep(warmup_s - warmup_s / 3)
+        warm = await asyncio.to_thread(written) or 0
+        say(f"warm-up done: {warm:,} events written; before the alerts "
+            f"{(warm - settled) / (time.monotonic() - settled_at):,.0f} events/s")
         collector = asyncio.ensure_future(collect_reports(consumer, produced_at, latencies, alerts, 120 + alerts / alert_rate))
         done_before = await asyncio.to_thread(written) or 0
         phase_start = time.monotonic()
