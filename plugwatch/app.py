@@ -216,6 +216,7 @@ class PlugwatchApp(faust.App):
         # for it here would wait on the consumer thread that is running this very callback.
         inbound = {self.settings.topics.inbound(signal) for signal in SIGNALS}
         partitions = {tp.partition for tp in assigned if tp.topic in inbound}
+        self.services.alerts.forget()
         # Not awaited here: the replay must not hold up the rebalance.
         asyncio.ensure_future(self.services.tail.assign(partitions))
         # Alerts on the same partition numbers: the worker that holds a plugin's window gets its alerts.

@@ -96,6 +96,7 @@ class TicketDesk:
 
     def _revoked(self, partitions: set[int]) -> None:
         self.service.forget(partitions, self.services.tail.partition_for)
+        self.alerts.forget()
 
     @staticmethod
     def _waiting(record: Any | None) -> None:

@@ -1,33 +1,58 @@
 """Alert lifecycles (DESIGN §5: alert_id -> status, fingerprint, ticket) kept in ClickHouse ``debug_alerts``.
 
 Each change reads the newest version, applies a pure ``plugwatch.regression.alerts`` event and
-writes version + 1, one change at a time per alert in this worker. Reads go to ClickHouse every
-time: the alert's report, its ticket op and its fix may be handled by different workers.
+writes version + 1, one change at a time per alert in this worker. Reads go to ClickHouse: the
+alert's report, its ticket op and its fix may be handled by different workers.
+
+Except for repeats. Alerts come as storms of report revisions, each saying "reported" again (and its
+ticket op "ticketed" again), and each of those read ClickHouse to find nothing to change. The store
+remembers the last version of each alert it read or wrote: when that version already has the
+revision's report id and fingerprint (or the ticket's id and url) past the status the event would
+set, the event is a no-op whatever happened since -- statuses only move forward, and only a report
+or ticket of the same alert changes those fields, which after a rebalance may be another worker's:
+so the memory is dropped whenever this worker's partitions change (``forget``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from plugwatch.regression.alerts import AlertLifecycle, AlertTransitionError, apply
+from plugwatch.regression.alerts import OPEN, REPORTED, AlertLifecycle, AlertTransitionError, apply
 from plugwatch.sinks.clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
 
 
 class AlertStore:
-    def __init__(self, clickhouse: ClickHouse, clock_ms: Callable[[], int]):
+    def __init__(self, clickhouse: ClickHouse, clock_ms: Callable[[], int], *, remembered: int = 10_000):
         self.clickhouse = clickhouse
         self.clock_ms = clock_ms
         self._locks = [asyncio.Lock() for _ in range(64)]  # striped: one change at a time per alert
+        self._seen: OrderedDict[str, AlertLifecycle] = OrderedDict()  # alert_id -> last version read or written
+        self.remembered = remembered
+
+    def _remember(self, lifecycle: AlertLifecycle | None) -> None:
+        if lifecycle is None:
+            return
+        self._seen[lifecycle.alert_id] = lifecycle
+        self._seen.move_to_end(lifecycle.alert_id)
+        while len(self._seen) > self.remembered:
+            self._seen.popitem(last=False)
+
+    def forget(self) -> None:
+        """Partitions moved: another worker may have written what this one remembers."""
+        self._seen.clear()
 
     async def get(self, alert_id: str) -> AlertLifecycle | None:
         found = await self.clickhouse.alert(alert_id)
-        return AlertLifecycle.from_dict(found[0]) if found else None
+        lifecycle = AlertLifecycle.from_dict(found[0]) if found else None
+        self._remember(lifecycle)
+        return lifecycle
 
     async def change(
         self, alert_id: str, change: Callable[[AlertLifecycle | None], AlertLifecycle | None]
@@ -36,13 +61,19 @@ class AlertStore:
         async with self._locks[hash(alert_id) % len(self._locks)]:
             found = await self.clickhouse.alert(alert_id)
             current = AlertLifecycle.from_dict(found[0]) if found else None
+            self._remember(current)
             new = change(current)
             if new is not None and new != current:
                 await self.clickhouse.save_alert(new.as_dict(), (found[1] if found else 0) + 1)
+                self._remember(new)
             return new
 
     async def reported(self, report: dict[str, Any]) -> AlertLifecycle | None:
         """A report revision of the alert was written."""
+        known = self._seen.get(report["alert_id"])
+        if (known is not None and known.status != OPEN and known.report_id == report["report_id"]
+                and known.fingerprint == (report.get("fingerprint") or known.fingerprint)):
+            return known  # a later revision: nothing to change
         now = self.clock_ms()
 
         def change(current: AlertLifecycle | None) -> AlertLifecycle:
@@ -57,6 +88,10 @@ class AlertStore:
         return await self.change(report["alert_id"], change)
 
     async def ticketed(self, alert_id: str, ticket_id: str, ticket_url: str | None) -> AlertLifecycle | None:
+        known = self._seen.get(alert_id)
+        if (known is not None and known.status not in (OPEN, REPORTED) and known.ticket_id == ticket_id
+                and known.ticket_url == ticket_url):
+            return known  # the ticket of a later revision: already recorded
         now = self.clock_ms()
 
         def change(current: AlertLifecycle | None) -> AlertLifecycle | None:

@@ -79,3 +79,37 @@ def test_concurrent_row_inserts_share_inserts_and_a_bad_row_fails_only_its_call(
     assert results[:20] == [None] * 20
     assert isinstance(results[20], Exception)  # the bad call alone failed, with ClickHouse's error
     assert sorted(row[0] for row in rows) == sorted(f"a-{n}" for n in range(40))
+
+
+def test_alert_store_skips_repeats_without_reading_and_stays_right_when_another_worker_wrote(tmp_path):
+    from plugwatch.sinks.alerts import AlertStore
+
+    def report(fingerprint: str) -> dict:
+        return {"alert_id": "A-1", "tenant_id": "acme", "plugin_id": "p1", "report_id": "RPT-1",
+                "fingerprint": fingerprint}
+
+    def queries() -> float:
+        return REGISTRY.get_sample_value("plugwatch_clickhouse_busy_seconds_total", {"kind": "query"}) or 0
+
+    async def scenario():
+        clickhouse = ClickHouse(f"chdb://{tmp_path / 'ch'}", "plugwatch")
+        try:
+            await clickhouse.start()
+            ours, other = AlertStore(clickhouse, lambda: TS), AlertStore(clickhouse, lambda: TS)
+            first = await ours.reported(report("f1"))
+            await other.ticketed("A-1", "TKT-1", "http://t/1")  # another worker's ticket desk
+            before = queries()
+            repeat = await ours.reported(report("f1"))  # revision 2: nothing to change
+            read_for_repeat = queries() - before
+            await ours.ticketed("A-1", "TKT-1", "http://t/1")  # ours last saw "reported": it reads
+            moved = await ours.reported(report("f2"))  # a new fingerprint is written
+            stored = await other.get("A-1")
+            return first, repeat, read_for_repeat, moved, stored
+        finally:
+            await clickhouse.close()
+
+    first, repeat, read_for_repeat, moved, stored = asyncio.run(scenario())
+    assert first.status == "reported" and repeat == first
+    assert read_for_repeat == 0
+    assert stored.status == "ticketed" and stored.ticket_id == "TKT-1"  # the other worker's change kept
+    assert stored.fingerprint == "f2" and moved == stored
