@@ -79,6 +79,16 @@ class TopicSink:
 
     async def send_many(self, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
         """Send every (key, value) and wait until the broker acknowledged all of them."""
+        count, pending = await self.start_many(topic, items)
+        if pending:
+            await asyncio.gather(*pending)
+        return count
+
+    async def start_many(
+        self, topic: str, items: Iterable[tuple[bytes | None, bytes]]
+    ) -> tuple[int, list[asyncio.Future[Any]]]:
+        """Hand every (key, value) to the producer, in order per partition; returns how many, and
+        the futures that complete when the broker has acknowledged them."""
         producer = self.producer
         partitions = await self._partitions(topic)
         batches: dict[int, Any] = {}
@@ -99,9 +109,7 @@ class TopicSink:
         for partition, batch in batches.items():
             if batch.record_count():
                 pending.append(await producer.send_batch(batch, topic, partition=partition))
-        if pending:
-            await asyncio.gather(*pending)
-        return count
+        return count, pending
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None) -> None:
         await (await self.producer.send(topic, value, key=key, partition=partition))
