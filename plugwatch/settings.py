@@ -132,6 +132,9 @@ class ReportSettings(BaseModel):
     # its predecessor, up to revision_max_interval_s.
     revision_min_interval_s: float = Field(1.0, ge=0)
     revision_max_interval_s: float = Field(30.0, ge=0)
+    # A revision waits until no new telemetry has arrived for its window for this long, or until
+    # revision_max_interval_s has passed since the last one.
+    revision_settle_s: float = Field(1.0, ge=0)
     max_open: int = Field(2000, ge=1, description="reports watched for late data at once")
     cached: int = Field(1000, ge=1, description="recent reports served from memory")
     clickhouse_rows: int = Field(20_000, ge=1, description="max rows per signal read in a fallback")

@@ -84,6 +84,7 @@ class ReportService:
             max_open=config.max_open, clock=self.now_ms,
             min_interval_ms=int(config.revision_min_interval_s * 1000),
             max_interval_ms=int(config.revision_max_interval_s * 1000),
+            settle_ms=int(config.revision_settle_s * 1000),
         )
         self.cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._first_written: dict[str, asyncio.Future[None]] = {}

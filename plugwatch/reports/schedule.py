@@ -12,9 +12,12 @@ built from, the late telemetry makes a new revision. Counting (two bisections a 
 watching arrivals leaves no gap between taking a slice and starting to watch.
 
 Revisions are spaced: the second comes ``min_interval_ms`` after the first at the earliest, each
-next one twice as long after its predecessor, up to ``max_interval_ms``. Telemetry that trickles in
-(a worker catching up on a backlog) then makes a handful of revisions, not one per check -- each
-rebuild reads and masks the whole window again.
+next one twice as long after its predecessor, up to ``max_interval_ms``. And a revision waits until
+its late telemetry has settled -- no new records in the report's window for ``settle_ms`` -- or
+until ``max_interval_ms`` has passed since the last one. Telemetry that trickles in (a worker
+catching up on a backlog) then makes a revision every ``max_interval_ms`` while it lasts and one
+when it stops, not one per spacing step -- each rebuild reads and masks the whole window again, and
+one built from settled data says more.
 """
 
 from __future__ import annotations
@@ -46,12 +49,16 @@ class OpenReport:
     open_until: int
     building: bool = False
     next_at: int = 0  # no revision before this
+    built_at: int = 0
+    seen: int = 0  # records in the window at the last check
+    grew_at: int = 0  # when ``seen`` last changed
 
 
 class ReportScheduler:
     def __init__(self, *, grace_ms: int, horizon_ms: int, max_open: int, clock: Callable[[], int],
-                 min_interval_ms: int = 0, max_interval_ms: int = 0):
+                 min_interval_ms: int = 0, max_interval_ms: int = 0, settle_ms: int = 0):
         self.grace_ms = grace_ms
+        self.settle_ms = settle_ms
         self.horizon_ms = horizon_ms
         self.min_interval_ms = min_interval_ms
         self.max_interval_ms = max(max_interval_ms, min_interval_ms)
@@ -95,6 +102,8 @@ class ReportScheduler:
         now = self.clock()
         report.open_until = now + self.horizon_ms
         report.next_at = now + self.spacing(revision)
+        report.built_at = report.grew_at = now
+        report.seen = entries
         self.open[report_id] = report
         while len(self.open) > self.max_open:
             self.open.popitem(last=False)  # the oldest stops being watched
@@ -112,10 +121,18 @@ class ReportScheduler:
         now = self.clock()
         for report_id in [rid for rid, r in self.open.items() if r.open_until <= now and not r.building]:
             del self.open[report_id]
-        due = [r for r in self.open.values()
-               if not r.building and now >= r.next_at and held(r.alert.key, *r.window) > r.entries]
-        for report in due:
-            report.building = True
+        due = []
+        for report in self.open.values():
+            if report.building:
+                continue
+            count = held(report.alert.key, *report.window)
+            if count != report.seen:
+                report.seen, report.grew_at = count, now
+            if count <= report.entries or now < report.next_at:
+                continue
+            if now - report.grew_at >= self.settle_ms or now - report.built_at >= self.max_interval_ms:
+                report.building = True
+                due.append(report)
         return due
 
     def unchanged(self, report_id: str, entries: int | None = None) -> None:

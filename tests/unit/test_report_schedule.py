@@ -154,3 +154,32 @@ def test_revisions_are_spaced_twice_as_long_each_time_up_to_the_most():
         s.built("r1", alert(), window, T, revision, held["n"])
     assert gaps == [1_000, 2_000, 4_000, 4_000, 4_000]
     assert s.spacing(1) == 1_000 and s.spacing(40) == 4_000
+
+
+def test_a_revision_waits_for_late_telemetry_to_settle_or_the_longest_interval():
+    clock = Clock()
+    s = ReportScheduler(grace_ms=500, horizon_ms=600_000, max_open=10, clock=clock,
+                        min_interval_ms=1_000, max_interval_ms=10_000, settle_ms=2_000)
+    window = (T - 300_000, T)
+    held = {"n": 10}
+
+    def count(key, lo, hi):
+        return held["n"]
+
+    def step(ms: int, grow: int = 0) -> list[str]:
+        clock.now += ms
+        held["n"] += grow
+        return [r.report_id for r in s.revisions_due(count)]
+
+    s.built("r1", alert(), window, T, 1, 10)
+    # A burst of late records, then quiet: one revision once it has been quiet for 2 s.
+    assert step(500, 3) == [] and step(500, 2) == [] and step(1_000) == [] and step(900) == []
+    assert step(100) == ["r1"]
+    s.built("r1", alert(), window, T, 2, held["n"])
+    # A steady trickle never settles: a revision every 10 s all the same.
+    due_at = []
+    for _ in range(40):
+        if step(500, 1):
+            due_at.append(clock.now - T)
+            s.built("r1", alert(), window, T, 3, held["n"])
+    assert due_at == [13_000, 23_000]
