@@ -33,6 +33,7 @@ from plugwatch.tables.skew import SkewEstimator
 from plugwatch.tables.windows import WindowStore
 
 log = logging.getLogger(__name__)
+_YIELD_EVERY = 1000  # records applied between two passes of the event loop
 
 
 class MaskedTail(WindowKeeper):
@@ -142,12 +143,18 @@ class MaskedTail(WindowKeeper):
                 await asyncio.sleep(0.05)
                 continue
             batches = await fetch(consumer, "window tail", timeout_ms=self.idle_ms, max_records=10_000)
+            applied = 0
             for tp, records in batches.items():
                 signal = self.signal_of.get(tp.topic)
                 if signal is None or not records:
                     continue
                 for message in records:
                     self._apply_message(signal, tp.partition, message)
+                    applied += 1
+                    if applied % _YIELD_EVERY == 0:
+                        # A backlog comes in fetches of up to 10,000 records (~150 ms of work):
+                        # let alerts and reports in between.
+                        await asyncio.sleep(0)
                 # Broker timestamps of one partition come from the producers' clocks: keep the newest.
                 written = max(message.timestamp for message in records)
                 if written > self.written_until.get(tp.partition, 0):
