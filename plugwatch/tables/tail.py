@@ -153,8 +153,13 @@ class MaskedTail(WindowKeeper):
                     applied += 1
                     if applied % _YIELD_EVERY == 0:
                         # A backlog comes in fetches of up to 10,000 records (~150 ms of work):
-                        # let alerts and reports in between.
+                        # let alerts and reports in between -- and a rebalance, after which the
+                        # rest of a partition no longer ours is not applied.
                         await asyncio.sleep(0)
+                        if tp.partition not in self.owned:
+                            break
+                if tp.partition not in self.owned:
+                    continue
                 # Broker timestamps of one partition come from the producers' clocks: keep the newest.
                 written = max(message.timestamp for message in records)
                 if written > self.written_until.get(tp.partition, 0):
