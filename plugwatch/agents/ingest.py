@@ -20,6 +20,7 @@ from plugwatch.sinks.retry import retry_forever
 
 if TYPE_CHECKING:
     from plugwatch.app import PlugwatchApp
+    from plugwatch.sinks.topics import TopicSink
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,12 @@ async def write_outcome(app: PlugwatchApp, signal: str, outcome: BatchOutcome) -
                 f"produce to {topic}", lambda t=topic, i=items: services.topics.start_many(t, i))
             started.append((topic, items, pending))
     rows = services.telemetry_rows.add(signal, [r.value for r in outcome.records])
-    return asyncio.ensure_future(_durable(app, started, rows))
+    return asyncio.ensure_future(_durable(services.topics, started, rows))
 
 
 async def _durable(
-    app: PlugwatchApp, started: list[tuple[str, list[Any], list[asyncio.Future[Any]]]], rows: asyncio.Future[None]
+    topics: TopicSink, started: list[tuple[str, list[Any], list[asyncio.Future[Any]]]], rows: asyncio.Future[None]
 ) -> None:
-    topics = app.services.topics
     for topic, items, pending in started:
         try:
             await asyncio.gather(*pending)

@@ -4,8 +4,6 @@ in ClickHouse; a batch the broker refused is sent again (``plugwatch.agents.inge
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-
 from plugwatch.agents.ingest import _durable
 
 
@@ -24,11 +22,10 @@ def test_a_refused_batch_is_sent_again_before_the_batch_counts_as_durable() -> N
     async def scenario() -> tuple[list, bool, bool]:
         loop = asyncio.get_running_loop()
         broker = Broker()
-        app = SimpleNamespace(services=SimpleNamespace(topics=broker))
         items = [(b"acme/p1", b'{"event_id": "e1"}'), (b"acme/p1", b'{"event_id": "e2"}')]
         refused, accepted = loop.create_future(), loop.create_future()
         rows = loop.create_future()
-        durable = asyncio.ensure_future(_durable(app, [("telemetry.masked.logs", items, [refused]),
+        durable = asyncio.ensure_future(_durable(broker, [("telemetry.masked.logs", items, [refused]),
                                                        ("plugin.deadletter", [(b"k", b"v")], [accepted])], rows))
         refused.set_exception(ConnectionError("broker went away"))
         accepted.set_result(None)
