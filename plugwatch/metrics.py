@@ -74,7 +74,11 @@ MASKING_VIOLATIONS = Counter(
 
 
 WINDOW_BYTES = Gauge(
-    "plugwatch_window_bytes", "JSON bytes (plus per-entry overhead) held in the per-plugin windows", registry=REGISTRY
+    "plugwatch_window_bytes", "JSON bytes (plus per-entry overhead) of the records in the per-plugin windows: what the budget counts",
+    registry=REGISTRY,
+)
+WINDOW_HELD = Gauge(
+    "plugwatch_window_held_bytes", "Bytes the per-plugin windows' records take as held (compressed)", registry=REGISTRY
 )
 WINDOW_ENTRIES = Gauge("plugwatch_window_entries", "Records held in the per-plugin windows", registry=REGISTRY)
 WINDOW_KEYS = Gauge("plugwatch_window_plugins", "Plugins with a window on this worker", registry=REGISTRY)

@@ -18,6 +18,7 @@ MAX_SKEW_SERIES = 500
 def update_window_metrics(app: PlugwatchApp) -> None:
     stats = app.services.windows.stats()
     metrics.WINDOW_BYTES.set(stats["bytes"])
+    metrics.WINDOW_HELD.set(stats["held_bytes"])
     metrics.WINDOW_ENTRIES.set(stats["entries"])
     metrics.WINDOW_KEYS.set(stats["keys"])
     offsets = sorted(app.services.tail.offsets(), key=lambda item: abs(item[3]), reverse=True)

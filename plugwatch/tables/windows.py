@@ -3,7 +3,8 @@
 Each ``tenant_id/plugin_id`` key holds its entries sorted by corrected time (raw time kept beside it)
 for the report builder's ``slice``. Memory is bounded twice: a per-key cap (entries and bytes) drops
 that key's oldest, a global budget drops the globally oldest across keys. A record is counted as its
-JSON byte size plus ``ENTRY_OVERHEAD``.
+JSON byte size plus ``ENTRY_OVERHEAD``, and held compressed (``RecordPacker``): the window takes a
+fraction of what it counts.
 
 Whatever is dropped is still in ClickHouse, so a slice says whether it is complete: per key,
 ``complete_from`` is the earliest corrected time since which nothing was dropped and the key was
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import orjson
+import zstandard
 
 from plugwatch.tables.skew import source_of
 
@@ -32,12 +34,67 @@ from plugwatch.tables.skew import source_of
 # share (~49 B), the event_id string (~81 B for 32 hex digits), and the key's columns, list slots
 # and event_id set (~102 B, measured with tracemalloc on CPython 3.11: 200,000 entries over 1,000
 # keys). Not counted: about 1 KB per key (its columns and bookkeeping), and a record held as a dict
-# (only when the caller has no JSON), which takes 3-4x its JSON size; the budget counts JSON
-# bytes, as the design asks, plus this.
+# (only when the caller has no JSON), which takes 3-4x its JSON size. The budget counts JSON
+# bytes, as the design asks, plus this - what the records are, not how they are held: held
+# compressed they take about a fifth (``RecordPacker``).
 ENTRY_OVERHEAD = 240
 
 _FORGOTTEN_KEPT = 10_000  # revoked keys remembered so their slices say "not held"
 _KINDS_KEPT = 64  # (signal, source) pairs a key may hold before those no entry uses are dropped
+
+
+class RecordPacker:
+    """Records as the window holds them: zstd frames, compressed one by one with a dictionary
+    trained on the first records this store saw (telemetry of one deployment repeats its field
+    names, tenants, hosts and versions, which a dictionary captures where one ~500-byte record alone
+    has too little to compress). Until the dictionary exists records are held as they came.
+
+    Measured on ``bench window`` records: ~2 us to pack and ~1 us to unpack a record, a fifth of
+    its size. A frame starts with zstd's magic number, which no JSON text starts with, so either
+    form unpacks. The dictionary is trained once; telemetry that drifts far from it compresses
+    less, never wrongly."""
+
+    MAGIC = b"\x28\xb5\x2f\xfd"
+
+    def __init__(self, train_records: int = 2000, dict_bytes: int = 32768, level: int = 1) -> None:
+        self.train_records = train_records
+        self.dict_bytes = dict_bytes
+        self.level = level
+        self._samples: list[bytes] | None = []
+        self._compress: Callable[[bytes], bytes] | None = None
+        self._decompress: Callable[[bytes], bytes] | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self._compress is not None
+
+    def pack(self, raw: bytes) -> bytes:
+        if self._compress is not None:
+            # A copy: zstandard leaves its output in a buffer of the compression bound (~the input's
+            # size, measured with tracemalloc), so the frame alone would save no memory at all.
+            return memoryview(self._compress(raw)).tobytes()
+        samples = self._samples
+        if samples is not None:
+            samples.append(raw)
+            if len(samples) >= self.train_records:
+                self._train(samples)
+        return raw
+
+    def unpack(self, stored: bytes) -> bytes:
+        if stored[:4] == self.MAGIC and self._decompress is not None:
+            return self._decompress(stored)
+        return stored
+
+    def _train(self, samples: list[bytes]) -> None:
+        self._samples = None
+        try:
+            zdict = zstandard.train_dictionary(self.dict_bytes, samples)
+        except zstandard.ZstdError:  # too few or too uniform samples: compress without a dictionary
+            zdict = None
+        compressor = zstandard.ZstdCompressor(level=self.level, dict_data=zdict, write_checksum=False,
+                                              write_content_size=True, write_dict_id=False)
+        decompressor = zstandard.ZstdDecompressor(dict_data=zdict)
+        self._compress, self._decompress = compressor.compress, decompressor.decompress
 
 
 @dataclass(slots=True)
@@ -76,7 +133,7 @@ class _KeyWindow:
     """
 
     __slots__ = ("times", "raws", "sizes", "kinds", "kind_of", "kind_codes", "records", "event_ids", "head",
-                 "ids", "bytes", "held_from", "lost_until", "rebuilding")
+                 "ids", "bytes", "held", "held_from", "lost_until", "rebuilding")
 
     def __init__(self, held_from: int):
         self.times = array("q")  # corrected time, sorted
@@ -90,6 +147,7 @@ class _KeyWindow:
         self.head = 0
         self.ids: set[str] = set()
         self.bytes = 0
+        self.held = 0  # bytes of the records as held (packed); a dict counts its JSON size
         self.held_from = held_from
         self.lost_until: int | None = None  # everything dropped was stamped before this
         self.rebuilding = False
@@ -106,6 +164,7 @@ class _KeyWindow:
 
     def put(self, at: int, corrected_ts: int, raw_ts: int, size: int, kind: int, record: dict | bytes,
             event_id: str | None) -> None:
+        self.held += size if isinstance(record, dict) else len(record)
         if at == len(self.times):
             self.times.append(corrected_ts)
             self.raws.append(raw_ts)
@@ -121,10 +180,15 @@ class _KeyWindow:
             self.records.insert(at, record)
             self.event_ids.insert(at, event_id)
 
-    def entry(self, i: int) -> WindowEntry:
+    def entry(self, i: int, unpack: Callable[[bytes], bytes] | None) -> WindowEntry:
+        """Entry ``i``; without ``unpack`` its record is left out (``b"{}"``), for callers that read times."""
         signal, source = self.kind_of[self.kinds[i]]
         record = self.records[i]
         assert record is not None
+        if unpack is None:
+            record = b"{}"
+        elif not isinstance(record, dict):
+            record = unpack(record)
         return WindowEntry(self.times[i], self.raws[i], signal, source, self.event_ids[i], self.sizes[i], record)
 
     def lose(self, corrected_ts: int) -> None:
@@ -134,7 +198,8 @@ class _KeyWindow:
     def pop_head(self) -> int:
         """Drop the oldest entry; returns the bytes it was counted for."""
         head = self.head
-        corrected_ts, size, event_id = self.times[head], self.sizes[head], self.event_ids[head]
+        corrected_ts, size, event_id, record = self.times[head], self.sizes[head], self.event_ids[head], self.records[head]
+        self.held -= size if isinstance(record, dict) else len(record)
         self.records[head] = self.event_ids[head] = None
         self.head = head = head + 1
         if head >= 64 and 2 * head >= len(self.times):
@@ -189,6 +254,7 @@ class WindowStore:
         *,
         clock: Callable[[], int],
         started_ms: int | None = None,
+        packer: RecordPacker | None = None,
     ):
         if min(window_ms, per_key_max_entries, per_key_max_bytes, budget_bytes) <= 0:
             raise ValueError("window_ms, per-key caps and budget_bytes must all be positive")
@@ -205,6 +271,7 @@ class WindowStore:
         self._forgotten: OrderedDict[str, int] = OrderedDict()
         self._bytes = 0
         self._entries = 0
+        self._packer = packer or RecordPacker()
         self._evicted = 0
         self._expired = 0
 
@@ -239,7 +306,7 @@ class WindowStore:
             window.lose(corrected_ts)
             self._evicted += 1
             return
-        stored = record if raw_json is None else raw_json
+        stored = record if raw_json is None else self._packer.pack(raw_json)
         kind = window.kind(signal, source if source is not None else source_of(record))
         times = window.times
         if not times or corrected_ts >= times[-1]:
@@ -272,7 +339,8 @@ class WindowStore:
             return self._judge(key, [], self._started, from_ms, to_ms)
         lo = bisect_left(window.times, from_ms, window.head)
         hi = bisect_right(window.times, to_ms, lo)
-        entries = [window.entry(i) for i in range(lo, hi)]
+        unpack = self._packer.unpack
+        entries = [window.entry(i, unpack) for i in range(lo, hi)]
         if signals is not None:
             wanted = set(signals)
             entries = [entry for entry in entries if entry.signal in wanted]
@@ -377,7 +445,7 @@ class WindowStore:
         window = self._windows.get(key)
         if window is None or not len(window):
             return 0
-        times = [corrected(window.entry(i)) for i in range(window.head, len(window.times))]
+        times = [corrected(window.entry(i, None)) for i in range(window.head, len(window.times))]
         moved = sum(1 for new, old in zip(times, window.times[window.head :]) if new != old)
         if moved:
             window.reorder(times)
@@ -392,6 +460,7 @@ class WindowStore:
             "keys": len(self._windows),
             "entries": self._entries,
             "bytes": self._bytes,
+            "held_bytes": sum(w.held for w in self._windows.values()),
             "budget_bytes": self.budget_bytes,
             "evicted_total": self._evicted,
             "expired_total": self._expired,

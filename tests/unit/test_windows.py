@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugwatch.tables.windows import ENTRY_OVERHEAD, Slice, WindowStore
+from plugwatch.tables.windows import ENTRY_OVERHEAD, RecordPacker, Slice, WindowStore
 
 BASE = 1_700_000_000_000
 ALL = (-(10**18), 10**18)
@@ -280,3 +280,58 @@ def test_entries_can_hold_the_json_bytes_instead_of_the_dict():
     [entry] = store.slice("t/p", now - 1, now).entries
     assert entry.record == raw and entry.data() == record
     assert (entry.source, entry.event_id) == ("i-1", "e1")
+
+
+def _telemetry(i: int) -> bytes:
+    import orjson
+
+    return orjson.dumps({"ts": BASE + i, "event_id": f"e{i}", "tenant_id": "tenant-007", "plugin_id": f"plugin-{i % 5}",
+                         "instance_id": f"plugin-{i % 5}-i{i % 3}", "level": "ERROR" if i % 7 == 0 else "INFO",
+                         "message": f"request {i * 7919 % 100_003} took {i % 997} ms", "attributes": {"n": i}})
+
+
+def test_records_are_held_packed_and_come_back_byte_for_byte():
+    now = BASE + 10_000
+    store = WindowStore(clock=lambda: now, packer=RecordPacker(train_records=200))
+    raws = [_telemetry(i) for i in range(1_000)]
+    for i, raw in enumerate(raws):
+        store.add(f"t/p{i % 5}", "logs", {"event_id": f"e{i}"}, BASE + i, BASE + i, len(raw), raw, f"s{i % 3}")
+    got = [entry.record for key in store.keys() for entry in store.slice(key, *ALL).entries]
+    assert sorted(got) == sorted(raws)  # the first 200 (held as they came) and the packed rest
+    stats = store.stats()
+    assert stats["bytes"] == sum(len(raw) + ENTRY_OVERHEAD for raw in raws)  # the budget counts JSON bytes
+    assert sum(map(len, raws[:200])) < stats["held_bytes"] < sum(map(len, raws)) / 2
+    for key in store.keys():  # dropping every entry gives back every held byte
+        store.forget(key)
+    assert store.stats()["held_bytes"] == 0
+
+
+def test_held_bytes_follow_evictions():
+    now = BASE + 10_000
+    raws = [_telemetry(i) for i in range(600)]
+    store = WindowStore(clock=lambda: now, packer=RecordPacker(train_records=100),
+                        budget_bytes=100 * (max(map(len, raws)) + ENTRY_OVERHEAD))
+    packer = RecordPacker(train_records=100)
+    packed = [packer.pack(raw) for raw in raws]  # the same dictionary: trained on the same first 100
+    for i, raw in enumerate(raws):
+        store.add("t/p", "logs", {"event_id": f"e{i}"}, BASE + i, BASE + i, len(raw), raw, "s")
+    kept = [entry.event_id for entry in store.slice("t/p", *ALL).entries]
+    assert kept == [f"e{i}" for i in range(600 - len(kept), 600)] and 0 < len(kept) <= 100
+    assert store.stats()["held_bytes"] == sum(len(p) for p in packed[600 - len(kept):])
+
+
+def test_packer_holds_records_as_they_came_until_trained_and_unpacks_both_forms():
+    packer = RecordPacker(train_records=50)
+    early = [packer.pack(_telemetry(i)) for i in range(50)]
+    assert early == [_telemetry(i) for i in range(50)] and packer.trained
+    late = packer.pack(_telemetry(50))
+    assert late.startswith(RecordPacker.MAGIC) and len(late) < len(_telemetry(50))
+    assert [packer.unpack(x) for x in early + [late]] == [_telemetry(i) for i in range(51)]
+
+
+def test_packer_without_a_usable_dictionary_still_round_trips():
+    packer = RecordPacker(train_records=3)
+    [packer.pack(b'{"a":1}') for _ in range(3)]  # too little to train a dictionary on
+    assert packer.trained
+    raw = _telemetry(9) * 4
+    assert packer.unpack(packer.pack(raw)) == raw
