@@ -73,6 +73,11 @@ MASKING_VIOLATIONS = Counter(
 )
 
 
+CLICKHOUSE_PURGES = Counter(
+    "plugwatch_clickhouse_purges_total", "Times chDB's allocator gave the memory it kept free back to the system",
+    registry=REGISTRY,
+)
+
 WINDOW_BYTES = Gauge(
     "plugwatch_window_bytes", "JSON bytes (plus per-entry overhead) of the records in the per-plugin windows: what the budget counts",
     registry=REGISTRY,

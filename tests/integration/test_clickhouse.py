@@ -113,3 +113,27 @@ def test_alert_store_skips_repeats_without_reading_and_stays_right_when_another_
     assert read_for_repeat == 0
     assert stored.status == "ticketed" and stored.ticket_id == "TKT-1"  # the other worker's change kept
     assert stored.fingerprint == "f2" and moved == stored
+
+
+def test_chdb_gives_freed_memory_back_after_inserts(tmp_path, monkeypatch):
+    import plugwatch.sinks.clickhouse as sink
+
+    monkeypatch.setattr(sink, "JEMALLOC_PURGE_INTERVAL_S", 0.0)  # purge after every insert
+
+    async def scenario():
+        clickhouse = ClickHouse(f"chdb://{tmp_path / 'ch'}", "plugwatch")
+        try:
+            await clickhouse.start()
+            for n in range(3):
+                await clickhouse.insert_telemetry("logs", [orjson.dumps(
+                    {"event_id": f"t:0:{n}:{i}", "ts": TS, "tenant_id": "acme", "plugin_id": "p1", "level": "INFO",
+                     "message": "x" * 200}) for i in range(1_000)])
+            return await clickhouse.query("SELECT count() FROM plugwatch.telemetry_logs")
+        finally:
+            await clickhouse.close()
+
+    before = REGISTRY.get_sample_value("plugwatch_clickhouse_purges_total") or 0
+    rows = asyncio.run(scenario())
+    assert rows[1] == [[3_000]]
+    # chDB accepted SYSTEM JEMALLOC PURGE after each insert (a refusal is logged and not counted)
+    assert (REGISTRY.get_sample_value("plugwatch_clickhouse_purges_total") or 0) - before == 3
