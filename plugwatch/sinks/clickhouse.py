@@ -8,14 +8,13 @@ Inserts are batched: one JSONEachRow block per table per call, parsed by ClickHo
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-import logging
 
 import clickhouse_connect
 import orjson

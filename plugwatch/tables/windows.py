@@ -339,11 +339,12 @@ class WindowStore:
             return self._judge(key, [], self._started, from_ms, to_ms)
         lo = bisect_left(window.times, from_ms, window.head)
         hi = bisect_right(window.times, to_ms, lo)
+        indices: Iterable[int] = range(lo, hi)
+        if signals is not None:  # before unpacking: only the records asked for are unpacked
+            wanted, kind_of, kinds = set(signals), window.kind_of, window.kinds
+            indices = [i for i in indices if kind_of[kinds[i]][0] in wanted]
         unpack = self._packer.unpack
-        entries = [window.entry(i, unpack) for i in range(lo, hi)]
-        if signals is not None:
-            wanted = set(signals)
-            entries = [entry for entry in entries if entry.signal in wanted]
+        entries = [window.entry(i, unpack) for i in indices]
         if window.rebuilding:
             return Slice(entries, False, None, f"the window of {key} is being rebuilt after a restart or "
                                                f"rebalance; read [{from_ms}, {to_ms}] from ClickHouse")
