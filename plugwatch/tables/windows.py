@@ -97,6 +97,11 @@ class RecordPacker:
         self._compress, self._decompress = compressor.compress, decompressor.decompress
 
 
+def _held(record: dict | bytes, size: int) -> int:
+    """Bytes a stored record takes as held: a packed or raw record its length, a dict its JSON size."""
+    return size if isinstance(record, dict) else len(record)
+
+
 @dataclass(slots=True)
 class WindowEntry:
     corrected_ts: int
@@ -164,7 +169,7 @@ class _KeyWindow:
 
     def put(self, at: int, corrected_ts: int, raw_ts: int, size: int, kind: int, record: dict | bytes,
             event_id: str | None) -> None:
-        self.held += size if isinstance(record, dict) else len(record)
+        self.held += _held(record, size)
         if at == len(self.times):
             self.times.append(corrected_ts)
             self.raws.append(raw_ts)
@@ -199,7 +204,7 @@ class _KeyWindow:
         """Drop the oldest entry; returns the bytes it was counted for."""
         head = self.head
         corrected_ts, size, event_id, record = self.times[head], self.sizes[head], self.event_ids[head], self.records[head]
-        self.held -= size if isinstance(record, dict) else len(record)
+        self.held -= _held(record, size)
         self.records[head] = self.event_ids[head] = None
         self.head = head = head + 1
         if head >= 64 and 2 * head >= len(self.times):
