@@ -86,7 +86,7 @@ class StateReplica:
         consumer.assign(self.partitions)
         await consumer.seek_to_beginning(*self.partitions)
         self._task = asyncio.ensure_future(self._run())
-        await self.caught_up({tp.partition for tp in self.partitions})
+        await self.caught_up()
         return len(self.partitions)
 
     async def stop(self) -> None:
@@ -105,13 +105,27 @@ class StateReplica:
     def forget(self, op_id: str) -> None:
         self.pending.pop(op_id, None)
 
-    async def caught_up(self, partitions: set[int]) -> None:
-        """Return once everything written to ``partitions`` before this call has been read."""
-        assert self._consumer is not None
-        ends = await self._consumer.end_offsets([TopicPartition(self.topic, p) for p in sorted(partitions)])
+    async def caught_up(self, partitions: set[int] | None = None) -> None:
+        """Return once everything written to ``partitions`` (all when None) before this call has
+        been read."""
+        consumer = self._consumer
+        assert consumer is not None
+        wanted = self.partitions if partitions is None else [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(wanted)
         while any(self.positions.get(tp.partition, 0) < end for tp, end in ends.items()):
             self._moved.clear()
             await self._moved.wait()
+
+    async def read_to_end(self, partitions: set[int] | None, timeout_s: float) -> bool:
+        """``caught_up`` within ``timeout_s``: False when the broker did not answer or the records
+        did not come in time, or the replica is not reading (not started, or stopped)."""
+        if self._consumer is None:
+            return False
+        try:
+            await asyncio.wait_for(self.caught_up(partitions), timeout_s)
+        except (asyncio.TimeoutError, KafkaError):
+            return False
+        return True
 
     async def _run(self) -> None:
         consumer = self._consumer

@@ -249,6 +249,9 @@ class SuspensionService:
         await retry_forever(f"op to {topic}", lambda: self.services.topics.send(topic, orjson.dumps(op), key=key))
 
     async def get(self, suspension_id: str) -> dict[str, Any] | None:
+        """The suspension's view, with every change made before the call on any worker in it."""
+        held = self.records.get(suspension_id)
+        await self._read_up_to_now(None if held is None else {self._partition(held[0].tenant_id, held[0].plugin_id)})
         try:
             return self.view(await self._by_id(suspension_id))
         except SuspensionNotFound:
@@ -256,6 +259,7 @@ class SuspensionService:
 
     async def plugin(self, tenant_id: str, plugin_id: str) -> dict[str, Any]:
         """The plugin's state (active, suspending, suspended, locked, resuming) and recent records."""
+        await self._read_up_to_now({self._partition(tenant_id, plugin_id)})
         rows = await self.services.clickhouse.suspensions_of(tenant_id, plugin_id)
         records = [Suspension.from_dict(data) for data, _ in rows]
         latest = self.latest.get((tenant_id, plugin_id))
@@ -275,6 +279,16 @@ class SuspensionService:
                 "current": self.view(records[0]) if records else None,
                 "recent": [{"suspension_id": r.suspension_id, "kind": r.kind, "status": r.status,
                             "created_ms": r.created_ms} for r in records[:20]]}
+
+    async def _read_up_to_now(self, partitions: set[int] | None) -> None:
+        """Read the state topic's ``partitions`` (all when None) up to where they end now: a change
+        that another worker's writer made before a read began is in the read (read your writes
+        behind a load balancer). A broker that does not answer in time leaves the read to what this
+        worker holds, and the log says so."""
+        timeout = self.settings.suspensions.reply_timeout_s
+        if not await self.replica.read_to_end(partitions, timeout):
+            log.warning("suspensions: answering from what this worker holds; the state topic was not read to its "
+                        "end within %g s", timeout)
 
     def view(self, record: Suspension) -> dict[str, Any]:
         return {**record.as_dict(), "elapsed": record.elapsed()}
