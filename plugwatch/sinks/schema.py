@@ -33,6 +33,20 @@ _COLUMN_TYPE = {TEXT: "String", LOW: "LowCardinality(String)", JSON: "String",
                 FLOAT: "Nullable(Float64)", BOOL: "Bool"}
 
 
+# Merges of the telemetry tables, column by column in small blocks. chDB merges inside the worker,
+# and a default (horizontal) merge holds a block of every column of every part it merges: measured
+# on ``bench window``'s records inserted at 7,000 rows/s for 60 s, merges took up to 177 MiB and
+# chDB's allocator up to 305 MiB resident (p90 252); with these settings 44 MiB and 168 MiB (p90 138),
+# inserts keeping up all the same. On a server the same settings only spare the server's memory.
+TELEMETRY_MERGE_SETTINGS = {
+    "vertical_merge_algorithm_min_rows_to_activate": 1,
+    "vertical_merge_algorithm_min_columns_to_activate": 1,
+    "merge_max_block_size": 2048,
+    "merge_max_block_size_bytes": 2 * 1024 * 1024,
+}
+_MERGE_SETTINGS_SQL = ", ".join(f"{name} = {value}" for name, value in TELEMETRY_MERGE_SETTINGS.items())
+
+
 @dataclass(frozen=True)
 class TelemetryTable:
     name: str
@@ -57,8 +71,13 @@ class TelemetryTable:
             f"ENGINE = ReplacingMergeTree(inserted_at)\n"
             f"PARTITION BY toDate({self.time_column})\n"
             f"ORDER BY ({', '.join(self.order_by)})\n"
-            f"TTL toDateTime({self.time_column}) + INTERVAL {int(ttl_days)} DAY"
+            f"TTL toDateTime({self.time_column}) + INTERVAL {int(ttl_days)} DAY\n"
+            f"SETTINGS {_MERGE_SETTINGS_SQL}"
         )
+
+    def merge_settings_sql(self, database: str) -> str:
+        """The merge settings for a table created before they were part of its DDL."""
+        return f"ALTER TABLE {database}.{self.name} MODIFY SETTING {_MERGE_SETTINGS_SQL}"
 
 
 _SOURCE = (("tenant_id", LOW), ("plugin_id", LOW), ("instance_id", TEXT), ("host", TEXT))
@@ -253,6 +272,7 @@ def ddl(database: str, telemetry_ttl_days: int) -> list[str]:
     return (
         [f"CREATE DATABASE IF NOT EXISTS {database}"]
         + [table.create_sql(database, telemetry_ttl_days) for table in TELEMETRY_TABLES.values()]
+        + [table.merge_settings_sql(database) for table in TELEMETRY_TABLES.values()]
         + [skew_state_sql(database), debug_reports_sql(database), audit_log_sql(database),
            tickets_sql(database), ticket_comments_sql(database), debug_alerts_sql(database),
            suspensions_sql(database), notifications_sql(database), evidence_sql(database)]

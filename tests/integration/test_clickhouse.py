@@ -8,6 +8,7 @@ import orjson
 
 from plugwatch.metrics import REGISTRY
 from plugwatch.sinks.clickhouse import ClickHouse
+from plugwatch.sinks.schema import TELEMETRY_MERGE_SETTINGS, TELEMETRY_TABLES
 
 TS = int(time.time() * 1000)  # within the TTL: ClickHouse drops expired rows on insert
 
@@ -137,3 +138,28 @@ def test_chdb_gives_freed_memory_back_after_inserts(tmp_path, monkeypatch):
     assert rows[1] == [[3_000]]
     # chDB accepted SYSTEM JEMALLOC PURGE after each insert (a refusal is logged and not counted)
     assert (REGISTRY.get_sample_value("plugwatch_clickhouse_purges_total") or 0) - before == 3
+
+
+def test_telemetry_tables_merge_column_by_column_also_when_created_before(tmp_path):
+    """The merge settings are in the tables' DDL, and a table created without them (by an earlier
+    version) gets them on start."""
+
+    async def scenario() -> dict[str, str]:
+        clickhouse = ClickHouse(f"chdb://{tmp_path / 'ch'}", "plugwatch", telemetry_ttl_days=7)
+        try:
+            await clickhouse.start()
+            older = TELEMETRY_TABLES["metrics"].create_sql("plugwatch", 7).split("\nSETTINGS ")[0]
+            await clickhouse._run(lambda: clickhouse._connect().command("DROP TABLE plugwatch.telemetry_metrics"))
+            await clickhouse._run(lambda: clickhouse._connect().command(older))
+            await clickhouse.start()
+            shown = {}
+            for table in TELEMETRY_TABLES.values():
+                _, rows = await clickhouse.query(f"SHOW CREATE TABLE plugwatch.{table.name}")
+                shown[table.name] = rows[0][0]
+            return shown
+        finally:
+            await clickhouse.close()
+
+    for name, create in asyncio.run(scenario()).items():
+        for setting, value in TELEMETRY_MERGE_SETTINGS.items():
+            assert f"{setting} = {value}" in create, (name, setting, create)
