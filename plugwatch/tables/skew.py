@@ -143,10 +143,11 @@ class SkewEstimator:
         # span_id -> (source, start, end, observed_at); logs and children waiting for a span by span_id,
         # as (first_seen, *item, *item, ...): (source, ts) per log, (span_id,) per child. All flat
         # tuples of strs and ints: the garbage collector stops tracking them, which matters with
-        # thousands of estimators holding hundreds of entries each.
-        self._spans: OrderedDict[str, tuple[str, int, int, int]] = OrderedDict()
-        self._waiting_logs: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
-        self._waiting_children: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        # thousands of estimators holding hundreds of entries each. Plain dicts, oldest first (an
+        # OrderedDict's links cost ~50 B more an entry: 15 MiB for 5,000 plugins' full wait lists).
+        self._spans: dict[str, tuple[str, int, int, int]] = {}
+        self._waiting_logs: dict[str, tuple[Any, ...]] = {}
+        self._waiting_children: dict[str, tuple[Any, ...]] = {}
         self._expired_at = -(2**62)
         # Counts evidence that can move an estimate (a vote, a root span, a new broker bound); what
         # did not change it needs no re-check of the offsets entries were placed with.
@@ -230,7 +231,7 @@ class SkewEstimator:
         self._track(source, signal).add_vote(lo, hi, now, self._max_votes)
         self.changes += 1
 
-    def _wait(self, index: OrderedDict, span_id: str, item: tuple, now: int) -> None:
+    def _wait(self, index: dict, span_id: str, item: tuple, now: int) -> None:
         """Add ``item``'s fields to what waits for ``span_id``: ``(first_seen, *item, *item, ...)``."""
         entry = index.get(span_id)
         if entry is None:
@@ -244,11 +245,14 @@ class SkewEstimator:
         self._expired_at = now
         cutoff = now - self._ttl
         for index in (self._spans, self._waiting_logs, self._waiting_children):
-            while index:
-                first = next(iter(index.values()))
-                if (first[3] if index is self._spans else first[0]) >= cutoff:
+            seen_at = 3 if index is self._spans else 0
+            expired = []
+            for key, value in index.items():  # oldest first: stop at the first one still fresh
+                if value[seen_at] >= cutoff:
                     break
-                index.popitem(last=False)
+                expired.append(key)
+            for key in expired:
+                del index[key]
 
     def _track(self, source: str, signal: str) -> _Track:
         tracks = self._sources.get(source)
@@ -441,10 +445,11 @@ def _stab(votes: deque, tau: float, count_decay: float) -> tuple[int, float, flo
     return round(chosen), support / sum(weights), mass
 
 
-def _put(index: OrderedDict, key: str, value: Any, cap: int) -> None:
+def _put(index: dict, key: str, value: Any, cap: int) -> None:
+    """Add ``key`` last (``index`` keeps insertion order) and drop the oldest beyond ``cap``."""
     index[key] = value
     if len(index) > cap:
-        index.popitem(last=False)
+        del index[next(iter(index))]
 
 
 def _check(signal: str) -> None:

@@ -202,6 +202,22 @@ def test_a_log_waiting_for_its_span_is_linked_when_the_span_arrives_and_not_afte
     assert est.estimate("app2", "logs").samples == 0
 
 
+def test_the_wait_lists_drop_their_oldest_first_over_the_cap_and_by_age():
+    world, est, clock = make(index_ttl_ms=60_000, max_waiting=3)
+    spans = [world.span("gw", 0, clock.now + i * 100, clock.now + i * 100 + 50) for i in range(4)]
+    for i, span in enumerate(spans):  # four logs wait; the cap keeps the last three
+        est.observe("logs", world.log(f"app{i}", 0, clock.now + i * 100 + 10, span["span_id"]))
+    est.observe("traces", spans[0])
+    assert est.estimate("app0", "logs").samples == 0
+    later = world.span("gw", 0, clock.now + 40_000, clock.now + 40_050)
+    clock.now += 40_000
+    est.observe("logs", world.log("late", 0, clock.now + 10, later["span_id"]))
+    clock.now += 30_000  # the first logs are 70 s old now, the last one 30 s
+    for span in (*spans[1:], later):
+        est.observe("traces", span)
+    assert [est.estimate(source, "logs").samples for source in ("app1", "app2", "app3", "late")] == [0, 0, 0, 1]
+
+
 def test_signals_without_links_borrow_the_sources_trace_clock():
     world, est, clock = make(seed=9)
     _rpc_traces(world, child_ahead=-1_500, n=30)
