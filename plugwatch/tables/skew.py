@@ -22,6 +22,7 @@ clock takes over once its new evidence outweighs the old.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -159,7 +160,9 @@ class SkewEstimator:
         """Learn from one record: spans and span-linked logs give votes, any broker_ts a bound."""
         _check(signal)
         now = self._clock()
-        source = source_of(record)
+        # One string per source, not one per record: the wait lists and the span index hold it
+        # in every entry (~60 B each otherwise; 18 MiB for 5,000 plugins' full wait lists).
+        source = sys.intern(source_of(record))
         own = _int(record.get("end_ts" if signal == "traces" else "ts"))
         broker = _int(record.get("broker_ts"))
         if own is not None and broker is not None:
