@@ -208,14 +208,15 @@ def test_the_wait_lists_drop_their_oldest_first_over_the_cap_and_by_age():
     for i, span in enumerate(spans):  # four logs wait; the cap keeps the last three
         est.observe("logs", world.log(f"app{i}", 0, clock.now + i * 100 + 10, span["span_id"]))
     est.observe("traces", spans[0])
-    assert est.estimate("app0", "logs").samples == 0
+    est.observe("traces", spans[1])
+    assert [est.estimate(source, "logs").samples for source in ("app0", "app1")] == [0, 1]
     later = world.span("gw", 0, clock.now + 40_000, clock.now + 40_050)
     clock.now += 40_000
     est.observe("logs", world.log("late", 0, clock.now + 10, later["span_id"]))
     clock.now += 30_000  # the first logs are 70 s old now, the last one 30 s
-    for span in (*spans[1:], later):
+    for span in (*spans[2:], later):
         est.observe("traces", span)
-    assert [est.estimate(source, "logs").samples for source in ("app1", "app2", "app3", "late")] == [0, 0, 0, 1]
+    assert [est.estimate(source, "logs").samples for source in ("app2", "app3", "late")] == [0, 0, 1]
 
 
 def test_signals_without_links_borrow_the_sources_trace_clock():
