@@ -32,7 +32,6 @@ from plugwatch.settings import Topics
 from plugwatch.streams.topics import ensure_topics
 
 
-
 def rss_mib(pid: int) -> float:
     return memory_mib(pid)["VmRSS"]
 

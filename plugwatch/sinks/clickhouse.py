@@ -22,7 +22,6 @@ import orjson
 from plugwatch import metrics
 from plugwatch.sinks.schema import TELEMETRY_TABLES, ddl
 
-
 log = logging.getLogger(__name__)
 
 # chDB's allocator (jemalloc, inside this process) keeps the pages an insert has freed for later

@@ -4,6 +4,7 @@ in ClickHouse; a batch the broker refused is sent again (``plugwatch.agents.inge
 from __future__ import annotations
 
 import asyncio
+
 from plugwatch.agents.ingest import _durable
 
 

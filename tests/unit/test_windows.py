@@ -1,5 +1,6 @@
 """The per-plugin window store, with a clock advanced by hand and a plain-list model to compare with."""
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -283,8 +284,6 @@ def test_entries_can_hold_the_json_bytes_instead_of_the_dict():
 
 
 def _telemetry(i: int) -> bytes:
-    import orjson
-
     return orjson.dumps({"ts": BASE + i, "event_id": f"e{i}", "tenant_id": "tenant-007", "plugin_id": f"plugin-{i % 5}",
                          "instance_id": f"plugin-{i % 5}-i{i % 3}", "level": "ERROR" if i % 7 == 0 else "INFO",
                          "message": f"request {i * 7919 % 100_003} took {i % 997} ms", "attributes": {"n": i}})
