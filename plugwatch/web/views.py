@@ -77,6 +77,8 @@ class Health(PlugwatchView):
                 "dsn": services.masker.mask_text(services.clickhouse.dsn),
                 "engine": "chdb" if services.clickhouse.is_chdb else "server",
             },
+            # The partitions whose plugins' windows this worker holds (and whose alerts it reports on).
+            "windows": {"partitions": sorted(services.tail.owned)},
         }
         if services.suspensions is not None:  # until joined, requests wait in the ops topic for a writer
             body["suspensions"] = {"joined": services.suspensions.joined,

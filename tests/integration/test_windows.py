@@ -7,8 +7,7 @@ import uuid
 
 import orjson
 
-from .conftest import wait_for, Worker, produce
-
+from .conftest import PARTITIONS, Worker, produce, wait_for
 
 
 def skewed_telemetry(base: int) -> tuple[list[dict], list[dict], set[str]]:
@@ -109,6 +108,11 @@ def test_after_kill_9_the_survivor_rebuilds_the_moved_plugins_windows(broker, ac
     first = Worker(broker, access_file, tmp_path).start()
     second = Worker(broker, access_file, tmp_path, app_id=first.app_id, topics=first.topics).start()
     try:
+        def split():  # both in the group, each holding some partitions' windows, before anything is sent
+            shares = [w.get("/healthz")["windows"]["partitions"] for w in (first, second)]
+            return all(shares) and sorted(shares[0] + shares[1]) == list(range(PARTITIONS))
+
+        wait_for(split, 60, "the window partitions split between the workers", second)
         keys = [f"tenant-{i % 4}/plugin-{i:02d}" for i in range(40)]
         written: dict[str, set[str]] = {}
         messages = []
