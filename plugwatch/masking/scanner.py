@@ -9,8 +9,8 @@ the engine works wherever Python does.
 
 Two speed-ups keep Hyperscan's results: ``PairScanner`` runs the masker's and the verifier's
 triggers in one pass over the same bytes, and the one trigger Hyperscan is slow at
-(``BASE64_40``) is compiled as a cheap presence flag whose matches Python then lists exactly.
-Compiled databases are shared by engines with the same rules.
+(``BASE64_40``) is left out of the database: Python lists its matches exactly, with C-speed
+bytes methods. Compiled databases are shared by engines with the same rules.
 
 Triggers must use syntax both engines share: no look-arounds, no back-references.
 """
@@ -32,25 +32,27 @@ START = 2
 Trigger = tuple[int, bytes, int]  # (id, pattern, CASELESS | START)
 
 # Exactly 40 base64 characters standing alone (an AWS secret key's shape). A bounded repeat of a
-# wide class is the most expensive pattern for Hyperscan - as much as all other triggers together
-# - so Hyperscan only flags "some run of 40" (one report, cheap) and ``_base64_40_ends`` lists
-# this pattern's matches exactly as Hyperscan would, with C-speed bytes methods.
+# wide class is the most expensive pattern for Hyperscan - as much as all other triggers together,
+# and still ~3 us an 835-byte event as a bare presence flag - so it is not compiled at all:
+# ``_base64_40_ends`` lists this pattern's matches exactly as Hyperscan would, in ~2 us.
 BASE64_40 = rb"(?:^|[^A-Za-z0-9/+=]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)"
-_BASE64_40_FLAG = rb"[A-Za-z0-9/+=]{40}"
 _B64_OR_PAD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+="
 _RUNS = bytes(119 if c in _B64_OR_PAD else 32 for c in range(256))  # run characters -> "w", others -> " "
 _W40 = b"w" * 40
 _HEX = b"0123456789abcdefABCDEF"
-_FLAGGED = 1 << 20  # id offset of presence flags in a database
 
 
 def _base64_40_ends(data: bytes) -> list[int]:
     """End offsets of ``BASE64_40`` matches in ``data``, as Hyperscan reports them (``$`` also
     matches before a final newline)."""
+    if len(data) < 40:
+        return []
     runs = data.translate(_RUNS)
+    i = runs.find(_W40)
+    if i < 0:
+        return []
     n = len(data)
     ends = []
-    i = runs.find(_W40)
     while i >= 0:
         j = runs.find(b" ", i + 40)
         if j < 0:
@@ -71,7 +73,8 @@ def _base64_40_ends(data: bytes) -> list[int]:
     return ends
 
 
-_EXPANDERS = {BASE64_40: (_BASE64_40_FLAG, _base64_40_ends)}
+# Patterns listed by Python instead of Hyperscan: pattern -> function(data) -> end offsets.
+_EXPANDERS = {BASE64_40: _base64_40_ends}
 
 
 def _backend(use_hyperscan: bool | None) -> str:
@@ -88,20 +91,15 @@ def _database(triggers: Sequence[Trigger]):
 @lru_cache(maxsize=16)
 def _compiled(triggers: tuple[Trigger, ...]):
     """Compiling is the slow part of building an engine (a fraction of a second per database);
-    engines with the same rules share the read-only database. A pattern with an expander is
-    compiled as its presence flag, reported once, under id ``_FLAGGED + id``."""
+    engines with the same rules share the read-only database (None: no pattern for Hyperscan).
+    Patterns with an expander are not compiled; the scanners run the expander instead."""
+    compiled = [(i, p, f) for i, p, f in triggers if p not in _EXPANDERS]
+    if not compiled:
+        return None
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    expressions, ids, flags = [], [], []
-    for i, p, f in triggers:
-        if p in _EXPANDERS:
-            expressions.append(_EXPANDERS[p][0])
-            ids.append(_FLAGGED + i)
-            flags.append(hyperscan.HS_FLAG_SINGLEMATCH)
-        else:
-            expressions.append(p)
-            ids.append(i)
-            flags.append((hyperscan.HS_FLAG_CASELESS if f & CASELESS else 0) | (hyperscan.HS_FLAG_SOM_LEFTMOST if f & START else 0))
-    db.compile(expressions=expressions, ids=ids, elements=len(expressions), flags=flags)
+    db.compile(expressions=[p for _, p, _ in compiled], ids=[i for i, _, _ in compiled], elements=len(compiled),
+               flags=[(hyperscan.HS_FLAG_CASELESS if f & CASELESS else 0) | (hyperscan.HS_FLAG_SOM_LEFTMOST if f & START else 0)
+                      for _, _, f in compiled])
     return db
 
 
@@ -127,26 +125,19 @@ class Scanner:
         self.backend = _backend(use_hyperscan)
         if self.backend == "hyperscan":
             self._db = _database(self.triggers)
-            self._scratches = _Scratches(self._db)
-            # trigger id -> expander, for triggers compiled as presence flags
-            self._expand = {i: _EXPANDERS[p][1] for i, p, _ in self.triggers if p in _EXPANDERS}
+            self._scratches = _Scratches(self._db) if self._db is not None else None
+            # (trigger id, expander) for the patterns Python lists instead of Hyperscan
+            self._expand = tuple((i, _EXPANDERS[p]) for i, p, _ in self.triggers if p in _EXPANDERS)
         else:
             self._res = [(i, re.compile(p, re.IGNORECASE if f & CASELESS else 0)) for i, p, f in self.triggers]
-
-    def _scratch(self):
-        return self._scratches.get()
 
     def scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         if self.backend == "hyperscan":
-            if not self._expand:
-                self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratch())
-                return hits
-            flags: list[int] = []
-            self._db.scan(data, match_event_handler=_collect_flagged, context=(hits, flags), scratch=self._scratch())
-            for flag in flags:
-                tid = flag - _FLAGGED
-                hits.extend((tid, 0, end) for end in self._expand[tid](data))
+            if self._db is not None:
+                self._db.scan(data, match_event_handler=_collect, context=hits, scratch=self._scratches.get())
+            for tid, expand in self._expand:
+                hits.extend([(tid, 0, end) for end in expand(data)])
         else:
             for i, rx in self._res:
                 hits.extend((i, m.start(), m.end()) for m in rx.finditer(data))
@@ -155,13 +146,6 @@ class Scanner:
 
 def _collect(tid: int, start: int, end: int, _flags: int, hits: list[tuple[int, int, int]]) -> None:
     hits.append((tid, start, end))
-
-
-def _collect_flagged(tid: int, start: int, end: int, _flags: int, context) -> None:
-    if tid < _FLAGGED:
-        context[0].append((tid, start, end))
-    else:
-        context[1].append(tid)
 
 
 class PairScanner:
@@ -190,21 +174,20 @@ class PairScanner:
                         for (pattern, flags, _), slot in slots.items()]
             self._db = _database(patterns)
             self._routes = tuple(routes)
-            self._scratches = _Scratches(self._db)
-            self._expand = {n: _EXPANDERS[pattern][1] for n, pattern, _ in patterns if pattern in _EXPANDERS}
+            self._scratches = _Scratches(self._db) if self._db is not None else None
+            self._expand = tuple((self._routes[n], _EXPANDERS[pattern]) for n, pattern, _ in patterns
+                                 if pattern in _EXPANDERS)
 
     def scan(self, data: bytes) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         if self.backend != "hyperscan":
             return self.first.scan(data), self.second.scan(data)
         first: list[tuple[int, int, int]] = []
         second: list[tuple[int, int, int]] = []
-        flags: list[int] = []
-        self._db.scan(data, match_event_handler=_collect_pair, context=(first, second, self._routes, flags),
-                      scratch=self._scratches.get())
-        for flag in flags:
-            n = flag - _FLAGGED
-            a, b = self._routes[n]
-            for end in self._expand[n](data):
+        if self._db is not None:
+            self._db.scan(data, match_event_handler=_collect_pair, context=(first, second, self._routes),
+                          scratch=self._scratches.get())
+        for (a, b), expand in self._expand:
+            for end in expand(data):
                 if a >= 0:
                     first.append((a, 0, end))
                 if b >= 0:
@@ -213,9 +196,6 @@ class PairScanner:
 
 
 def _collect_pair(n: int, start: int, end: int, _flags: int, context) -> None:
-    if n >= _FLAGGED:
-        context[3].append(n)
-        return
     a, b = context[2][n]
     if a >= 0:
         context[0].append((a, start, end))
