@@ -34,16 +34,6 @@ _PEM = re.compile(rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----(?:[^\
 _CRED = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _IBAN_RUN = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9 ]*")
 _RUN = re.compile(rb"[0-9]+(?:[ \-][0-9]+)*")  # digits with single separators; one-char repeats are fast in re
-# Lengths of a plain digit run (no separator, no X after it) that can be a mainland mobile (11
-# digits from 1, 13 from 86), a card (13-19 from 2-6) or a resident ID (15/18 from a province
-# code), by first digit; any other plain run is skipped before validation.
-_PLAIN_LENGTHS: tuple[frozenset[int], ...] = tuple(
-    frozenset(({11} if c == 49 else {13} if c == 56 else set()) | (set(range(13, 20)) if 50 <= c <= 54 else set())
-              | ({15, 18} if c - 48 in {p // 10 for p in v._ID_PROVINCES} else set()))
-    for c in range(256))
-# Digit counts (no X after them) a validator can accept: 11 (mobile), 13 (mobile with 86, card),
-# 14-19 (card; 15 and 18 also resident IDs).
-_PART_DIGITS = frozenset({11} | set(range(13, 20)))
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 
 
@@ -137,7 +127,7 @@ class _Event(KeyFindings):
              m + 2 if b[m + 1] in b"nrtbf" else m + 1)
         t = _RUN.match(b, s).end()
         run = b[s:t]
-        if t - s not in _PLAIN_LENGTHS[b[s]] and b[t:t + 1] not in (b"X", b"x") and run.isdigit():
+        if t - s not in v.PLAIN_LENGTHS[b[s]] and b[t:t + 1] not in (b"X", b"x") and run.isdigit():
             return  # e.g. 13 plain digits starting with 1: an epoch timestamp, never a card/phone/ID
         if -s in self.done:
             return
@@ -167,7 +157,7 @@ class _Event(KeyFindings):
             spans = []
             for j in range(i, count):
                 digits += groups[j][2]
-                if digits in _PART_DIGITS and (i, j + 1) != (0, count) and (i or left_ok) and (j + 1 < count or right_ok):
+                if digits in v.DIGIT_COUNTS and (i, j + 1) != (0, count) and (i or left_ok) and (j + 1 < count or right_ok):
                     spans.append(j + 1)
             for j in reversed(spans):
                 gs, ge = groups[i][0], groups[j - 1][1]
@@ -178,7 +168,7 @@ class _Event(KeyFindings):
 
     def _number(self, s: int, t: int, run: bytes, tail: bytes) -> bool:
         digits = run.translate(None, b" -")
-        if len(digits) not in _PART_DIGITS and (not tail or len(digits) < 11):
+        if len(digits) not in v.DIGIT_COUNTS and (not tail or len(digits) < 11):
             return False
         grouped = len(digits) != len(run)
         groups = tuple(map(len, run.replace(b"-", b" ").split(b" "))) if grouped else (len(digits),)

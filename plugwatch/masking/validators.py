@@ -23,6 +23,28 @@ _ID_PROVINCES = frozenset(
      50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83, 91}
 )
 
+# Digit counts (no X after them) a number validator can accept: 11 (mobile), 13 (mobile with 86,
+# card), 14-19 (card; 15 and 18 also resident IDs).
+DIGIT_COUNTS = frozenset({11} | set(range(13, 20)))
+
+
+def _plain_lengths() -> tuple[frozenset[int], ...]:
+    by_first: list[set[int]] = [set() for _ in range(256)]
+    by_first[ord("1")].add(11)
+    by_first[ord("8")].add(13)
+    for c in b"23456":
+        by_first[c].update(range(13, 20))
+    for c in {48 + p // 10 for p in _ID_PROVINCES}:
+        by_first[c].update((15, 18))
+    return tuple(frozenset(x) for x in by_first)
+
+
+# Lengths of a plain digit run (no separator, no X after it) that can be a mainland mobile (11
+# digits from 1, 13 from 86), a card (13-19 digits from 2-6) or a resident ID (15 or 18 digits from
+# a province code), by first byte: the masker and the verifier skip every other run unread
+# (timestamps, counters).
+PLAIN_LENGTHS = _plain_lengths()
+
 # ISO 13616 registry: country code -> total IBAN length.
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,

@@ -15,9 +15,9 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.triggers import _alternation
 from plugwatch.masking.scanner import BASE64_40, CASELESS, START, Scanner
 from plugwatch.masking.structure import ALNUM, WORD, Structure, after_escape, escaped
+from plugwatch.masking.triggers import _alternation
 
 (V_EMAIL, V_NUMBER, V_PLUS, V_JWT, V_PEM, V_AWS_ID, V_VENDOR, V_OPENAI, V_AUTH, V_USERINFO, V_IBAN,
  V_AWS_SECRET, V_NAME, V_KV) = range(14)
@@ -224,7 +224,7 @@ class _Check:
         n = len(b)
         if not tail and b[s:t].isdigit():
             # One run of plain digits: the run itself is the only candidate.
-            if t - s not in _PLAIN_LENGTHS[b[s]]:
+            if t - s not in v.PLAIN_LENGTHS[b[s]]:
                 return None  # no validator accepts it (timestamps, counters)
             if b[s - 1:s] in (b".", b"+", b"-") or (s > 0 and b[s - 1] in WORD and not after_escape(b, s)):
                 return None
@@ -247,7 +247,7 @@ class _Check:
                 if count < 11:
                     break
                 end_tail = tail if ce == t else b""
-                if (count != 17) if end_tail else (count not in _COUNTS):
+                if (count != 17) if end_tail else (count not in v.DIGIT_COUNTS):
                     continue  # no ID, mobile or card has this many digits
                 if cs == s and (b[cs - 1:cs] in (b".", b"+", b"-") or (cs > 0 and b[cs - 1] in WORD and not after_escape(b, cs))):
                     continue
@@ -351,25 +351,6 @@ class _Check:
             return None
         return self._json_value(e)
 
-
-# Plain digit runs (no separators, no X) that ``_Check._sensitive_number`` can accept, by first
-# digit: a mainland mobile (11 digits from 1, 13 from 86), a card (13-19 digits from 2-6) or a
-# resident ID (15 or 18 digits from a province code). Every other run is skipped unread.
-def _plain_lengths() -> tuple[frozenset[int], ...]:
-    by_first: list[set[int]] = [set() for _ in range(256)]
-    by_first[ord("1")].add(11)
-    by_first[ord("8")].add(13)
-    for c in b"23456":
-        by_first[c].update(range(13, 20))
-    for c in {48 + p // 10 for p in v._ID_PROVINCES}:
-        by_first[c].update((15, 18))
-    return tuple(frozenset(x) for x in by_first)
-
-
-_PLAIN_LENGTHS = _plain_lengths()
-# Digit counts ``_sensitive_number`` accepts without an X: 11 and 13 (mobile), 13-19 (card), 15
-# and 18 (resident ID); with an X after them only 17 (an 18-character ID).
-_COUNTS = frozenset({11} | set(range(13, 20)))
 
 _READERS = [None] * 14
 for _tid, _reader in ((V_EMAIL, _Check._email), (V_NUMBER, _Check._number_at), (V_PLUS, _Check._plus),
