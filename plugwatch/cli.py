@@ -354,9 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in OWN_COMMANDS or args[0] in ("-h", "--help"):
         cli.main(args=args, prog_name="plugwatch")
         return
-    from plugwatch.memory import limit_malloc_arenas
+    from plugwatch.memory import tune_malloc
 
-    limit_malloc_arenas()  # a Faust command (the worker): before chDB and the others start threads
+    tune_malloc()  # a Faust command (the worker): before chDB and the others start threads
     from plugwatch.app import app
 
     sys.argv = ["plugwatch", *args]
