@@ -48,23 +48,25 @@ class AlertStore:
         """Partitions moved: another worker may have written what this one remembers."""
         self._seen.clear()
 
-    async def get(self, alert_id: str) -> AlertLifecycle | None:
+    async def _read(self, alert_id: str) -> tuple[AlertLifecycle | None, int]:
+        """The newest saved lifecycle (remembered) and its version (0: none saved)."""
         found = await self.clickhouse.alert(alert_id)
         lifecycle = AlertLifecycle.from_dict(found[0]) if found else None
         self._remember(lifecycle)
-        return lifecycle
+        return lifecycle, found[1] if found else 0
+
+    async def get(self, alert_id: str) -> AlertLifecycle | None:
+        return (await self._read(alert_id))[0]
 
     async def change(
         self, alert_id: str, change: Callable[[AlertLifecycle | None], AlertLifecycle | None]
     ) -> AlertLifecycle | None:
         """Apply ``change`` to the newest lifecycle and save the result when it differs."""
         async with self._locks[hash(alert_id) % len(self._locks)]:
-            found = await self.clickhouse.alert(alert_id)
-            current = AlertLifecycle.from_dict(found[0]) if found else None
-            self._remember(current)
+            current, version = await self._read(alert_id)
             new = change(current)
             if new is not None and new != current:
-                await self.clickhouse.save_alert(new.as_dict(), (found[1] if found else 0) + 1)
+                await self.clickhouse.save_alert(new.as_dict(), version + 1)
                 self._remember(new)
             return new
 
