@@ -44,6 +44,9 @@ def _plain_lengths() -> tuple[frozenset[int], ...]:
 # a province code), by first byte: the masker and the verifier skip every other run unread
 # (timestamps, counters).
 PLAIN_LENGTHS = _plain_lengths()
+# Of those, the lengths only a card can have (13-19 digits from 2-6, but 15 and 18, which may be
+# resident IDs), by first byte: such a run that fails Luhn is nothing (a 14-digit order number).
+CARD_ONLY_LENGTHS = tuple(frozenset({13, 14, 16, 17, 19}) if 50 <= c <= 54 else frozenset() for c in range(256))
 
 # ISO 13616 registry: country code -> total IBAN length.
 IBAN_LENGTHS = {

@@ -224,8 +224,9 @@ class _Check:
         n = len(b)
         if not tail and b[s:t].isdigit():
             # One run of plain digits: the run itself is the only candidate.
-            if t - s not in v.PLAIN_LENGTHS[b[s]]:
-                return None  # no validator accepts it (timestamps, counters)
+            size = t - s
+            if size not in v.PLAIN_LENGTHS[b[s]] or (size in v.CARD_ONLY_LENGTHS[b[s]] and not v.luhn_ok(b[s:t])):
+                return None  # no validator accepts it (timestamps, counters, order numbers)
             if b[s - 1:s] in (b".", b"+", b"-") or (s > 0 and b[s - 1] in WORD and not after_escape(b, s)):
                 return None
             if t < n and (b[t] in WORD or (b[t] in b"-." and t + 1 < n and b[t + 1] in ALNUM)):

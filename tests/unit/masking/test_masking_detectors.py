@@ -66,6 +66,7 @@ POSITIVES = [
     ("google", "maps AIzaSyA-1234567890abcdefghijklmnopqrs ok", "AIzaSyA-1234567890abcdefghijklmnopqrs", "google_api_key"),
     ("openai", "llm key sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78St90 returned 429", "Ab12Cd34Ef56Gh78Ij90", "openai_key"),
     ("openai-plain", "sk-Ab12Cd34Ef56Gh78Ij90Kl12Mn34Op56Qr78St90Uv12", "sk-Ab12Cd34Ef56Gh78Ij90Kl12", "openai_key"),
+    ("card-14-plain", "GET /v1/carts/31415926535892 200", "31415926535892", "card"),  # passes Luhn
     ("assign-eq", "login failed user=admin password=hunter2x next=/", "hunter2x", "password"),
     ("assign-colon", "passwd: Tr0ub4dor&3 rejected", "Tr0ub4dor&3", "password"),
     ("assign-json", 'config {"api_key": "abc123secretvalue", "region": "cn"}', "abc123secretvalue", "api_key"),
@@ -79,6 +80,7 @@ POSITIVES = [
 
 NEAR_MISSES = [
     "ref 4111 1111 1111 1112 not a card (bad Luhn)",
+    "GET /v1/carts/31415926535897 200",  # 14 plain digits from 3, no context word: a card's shape, bad Luhn
     "id 110105194912310021 has the wrong check digit",
     "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
     "request 550e8400-e29b-41d4-a716-446655440000 done",
