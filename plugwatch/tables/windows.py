@@ -30,14 +30,21 @@ import zstandard
 
 from plugwatch.tables.skew import source_of
 
-# Bytes counted per entry beside the record's JSON size: the bytes object's header and malloc's
-# share (~49 B), the event_id string (~81 B for 32 hex digits), and the key's columns, list slots
-# and event_id set (~102 B, measured with tracemalloc on CPython 3.11: 200,000 entries over 1,000
-# keys). Not counted: about 1 KB per key (its columns and bookkeeping), and a record held as a dict
-# (only when the caller has no JSON), which takes 3-4x its JSON size. The budget counts JSON
-# bytes, as the design asks, plus this - what the records are, not how they are held: held
-# compressed they take about a fifth (``RecordPacker``).
+# Bytes counted per entry beside the record's JSON size. Measured when event ids were held as
+# strings in a set (tracemalloc, CPython 3.11, 200,000 entries over 1,000 keys): the bytes object's
+# header and malloc's share (~49 B), the event_id string (~81 B) and the key's columns, list slots and
+# id set (~102 B). Event ids are now an 8-byte tag column (``_tag``), so an entry's bookkeeping is
+# ~100 B; the budget still counts 240, so a budget holds as many records as before in less memory.
+# Not counted: about 1 KB per key (its columns and bookkeeping), and a record held as a dict (only
+# when the caller has no JSON), which takes 3-4x its JSON size. The budget counts JSON bytes, as the
+# design asks, plus this - what the records are, not how they are held: held compressed they take
+# about a fifth (``RecordPacker``).
 ENTRY_OVERHEAD = 240
+_NO_TAG = bytes(8)
+_TAG_MASK = (1 << 64) - 1
+# A key holding more entries than this also counts its tags in a dict, so that a new id is told new
+# without reading the whole tag column (~60 us for 20,000 entries, ~1.5 us for 512).
+_INDEX_FROM = 512
 
 _FORGOTTEN_KEPT = 10_000  # revoked keys remembered so their slices say "not held"
 _KINDS_KEPT = 64  # (signal, source) pairs a key may hold before those no entry uses are dropped
@@ -97,6 +104,13 @@ class RecordPacker:
         self._compress, self._decompress = compressor.compress, decompressor.decompress
 
 
+def _tag(event_id: str) -> bytes:
+    """An event id's 8-byte tag in a key's tag column: its hash (never all zeros, which marks an
+    entry without an id). Process-local (str hashes are salted per process) and only a hint: a
+    match is confirmed against the record's own event_id."""
+    return ((hash(event_id) & _TAG_MASK) or 1).to_bytes(8, "little")
+
+
 def _held(record: dict | bytes, size: int) -> int:
     """Bytes a stored record takes as held: a packed or raw record its length, a dict its JSON size."""
     return size if isinstance(record, dict) else len(record)
@@ -108,7 +122,6 @@ class WindowEntry:
     raw_ts: int
     signal: str
     source: str
-    event_id: str | None
     size: int
     # The record's JSON bytes when the caller has them (kept as bytes: a dict takes 3-4x the
     # memory), else the record itself; ``data()`` gives the dict either way.
@@ -116,6 +129,12 @@ class WindowEntry:
 
     def data(self) -> dict:
         return orjson.loads(self.record) if isinstance(self.record, bytes) else self.record
+
+    @property
+    def event_id(self) -> str | None:
+        """The record's event_id (read from the record: the window holds only a tag of it)."""
+        value = self.data().get("event_id")
+        return None if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +150,18 @@ class _KeyWindow:
     already dropped from the front.
 
     Times, sizes and each entry's (signal, source) sit in ``array`` columns (machine integers, no
-    Python object per entry); per entry only the record's bytes and its event_id are objects.
+    Python object per entry) and event ids as 8-byte tags in a ``bytearray`` (``_tag``): per entry
+    only the record's bytes are an object. A redelivery is found by searching the tags (C speed, ~8
+    bytes an entry) and confirmed against the record; measured with ``bench window``'s records
+    (5,000 keys, budget full), a string per id and a set per key took ~140 B an entry, 90 MiB. A
+    key past ``_INDEX_FROM`` entries also keeps ``index`` (tag -> how many live entries have it).
     Measured with ``bench window``: held as one object per entry plus two int objects, the entries
     left a few small long-lived objects each among the many short-lived ones of every batch, and the
     worker's RSS grew ~1.8 MiB per MiB counted.
     """
 
-    __slots__ = ("times", "raws", "sizes", "kinds", "kind_of", "kind_codes", "records", "event_ids", "head",
-                 "ids", "bytes", "held", "held_from", "lost_until", "rebuilding")
+    __slots__ = ("times", "raws", "sizes", "kinds", "kind_of", "kind_codes", "records", "tags", "index", "head",
+                 "bytes", "held", "held_from", "lost_until", "rebuilding")
 
     def __init__(self, held_from: int):
         self.times = array("q")  # corrected time, sorted
@@ -148,9 +171,9 @@ class _KeyWindow:
         self.kind_of: list[tuple[str, str]] = []  # this key's (signal, source) pairs: a handful
         self.kind_codes: dict[tuple[str, str], int] = {}
         self.records: list[dict | bytes | None] = []
-        self.event_ids: list[str | None] = []
+        self.tags = bytearray()  # 8 bytes an entry: _tag(event_id), or zeros when it has none
+        self.index: dict[int, int] | None = None  # tag -> live entries with it, for large keys
         self.head = 0
-        self.ids: set[str] = set()
         self.bytes = 0
         self.held = 0  # bytes of the records as held (packed); a dict counts its JSON size
         self.held_from = held_from
@@ -168,7 +191,7 @@ class _KeyWindow:
         return code
 
     def put(self, at: int, corrected_ts: int, raw_ts: int, size: int, kind: int, record: dict | bytes,
-            event_id: str | None) -> None:
+            tag: bytes) -> None:
         self.held += _held(record, size)
         if at == len(self.times):
             self.times.append(corrected_ts)
@@ -176,14 +199,26 @@ class _KeyWindow:
             self.sizes.append(size)
             self.kinds.append(kind)
             self.records.append(record)
-            self.event_ids.append(event_id)
+            self.tags += tag
         else:
             self.times.insert(at, corrected_ts)
             self.raws.insert(at, raw_ts)
             self.sizes.insert(at, size)
             self.kinds.insert(at, kind)
             self.records.insert(at, record)
-            self.event_ids.insert(at, event_id)
+            self.tags[at * 8:at * 8] = tag
+        index = self.index
+        if index is not None:
+            if tag != _NO_TAG:
+                number = int.from_bytes(tag, "little")
+                index[number] = index.get(number, 0) + 1
+        elif len(self.times) - self.head > _INDEX_FROM:
+            self.index = index = {}
+            tags = self.tags
+            for pos in range(self.head * 8, len(tags), 8):
+                number = int.from_bytes(tags[pos:pos + 8], "little")
+                if number:
+                    index[number] = index.get(number, 0) + 1
 
     def entry(self, i: int, unpack: Callable[[bytes], bytes] | None) -> WindowEntry:
         """Entry ``i``; without ``unpack`` its record is left out (``b"{}"``), for callers that read times."""
@@ -194,7 +229,25 @@ class _KeyWindow:
             record = b"{}"
         elif not isinstance(record, dict):
             record = unpack(record)
-        return WindowEntry(self.times[i], self.raws[i], signal, source, self.event_ids[i], self.sizes[i], record)
+        return WindowEntry(self.times[i], self.raws[i], signal, source, self.sizes[i], record)
+
+    def holds(self, event_id: str, tag: bytes, unpack: Callable[[bytes], bytes]) -> bool:
+        """A live entry has this event_id: a search of the tag column, each hit confirmed."""
+        if self.index is not None and int.from_bytes(tag, "little") not in self.index:
+            return False
+        tags, pos = self.tags, self.head * 8
+        while (pos := tags.find(tag, pos)) >= 0:
+            if pos % 8:  # straddles two tags
+                pos += 1
+                continue
+            record = self.records[pos // 8]
+            assert record is not None
+            data = record if isinstance(record, dict) else orjson.loads(unpack(record))
+            held = data.get("event_id")
+            if held is not None and str(held) == event_id:
+                return True
+            pos += 8  # two ids with one hash: look on
+        return False
 
     def lose(self, corrected_ts: int) -> None:
         if self.lost_until is None or corrected_ts + 1 > self.lost_until:
@@ -203,19 +256,31 @@ class _KeyWindow:
     def pop_head(self) -> int:
         """Drop the oldest entry; returns the bytes it was counted for."""
         head = self.head
-        corrected_ts, size, event_id, record = self.times[head], self.sizes[head], self.event_ids[head], self.records[head]
+        corrected_ts, size, record = self.times[head], self.sizes[head], self.records[head]
         self.held -= _held(record, size)
-        self.records[head] = self.event_ids[head] = None
+        self.records[head] = None
+        index = self.index
+        if index is not None:
+            number = int.from_bytes(self.tags[head * 8:head * 8 + 8], "little")
+            if number:
+                left = index[number] - 1
+                if left:
+                    index[number] = left
+                else:
+                    del index[number]
         self.head = head = head + 1
-        if head >= 64 and 2 * head >= len(self.times):
-            # Dropping from the front moves the rest; do it in bulk instead of per entry.
-            for column in (self.times, self.raws, self.sizes, self.kinds, self.records, self.event_ids):
+        if head >= 32 and 4 * head >= len(self.times):
+            # Dropping from the front moves the rest; do it in bulk instead of per entry. At a quarter
+            # (not half) the columns shrink in place: cut by half, each was reallocated smaller and
+            # then larger again, and the C heap fragmented - measured in-process with ``bench
+            # window``'s records (budget full, 5,000 keys), memory crept 397 -> 459 MiB over 1.3
+            # million more records at a half; at a quarter it stays at 308-310 MiB.
+            for column in (self.times, self.raws, self.sizes, self.kinds, self.records):
                 del column[:head]
+            del self.tags[:head * 8]
             self.head = 0
             if len(self.kind_of) > _KINDS_KEPT:
                 self.forget_kinds()
-        if event_id is not None:
-            self.ids.discard(event_id)
         cost = size + ENTRY_OVERHEAD
         self.bytes -= cost
         self.lose(corrected_ts)
@@ -241,7 +306,8 @@ class _KeyWindow:
         self.sizes = array("q", [self.sizes[head + i] for i in order])
         self.kinds = array("L", [self.kinds[head + i] for i in order])
         self.records = [self.records[head + i] for i in order]
-        self.event_ids = [self.event_ids[head + i] for i in order]
+        tags = self.tags
+        self.tags = bytearray(b"".join(tags[(head + i) * 8:(head + i + 1) * 8] for i in order))
         self.head = 0
 
     @property
@@ -304,8 +370,12 @@ class WindowStore:
             self._expired += 1
             return
         event_id = record.get("event_id")
-        if event_id is not None and event_id in window.ids:
-            return
+        tag = _NO_TAG
+        if event_id is not None:
+            event_id = str(event_id)
+            tag = _tag(event_id)
+            if window.holds(event_id, tag, self._packer.unpack):
+                return
         cost = size + ENTRY_OVERHEAD
         if cost > self.per_key_max_bytes or cost > self.budget_bytes:
             window.lose(corrected_ts)
@@ -318,9 +388,7 @@ class WindowStore:
             at = len(times)
         else:
             at = bisect_right(times, corrected_ts, window.head)
-        window.put(at, corrected_ts, raw_ts, size, kind, stored, event_id)
-        if event_id is not None:
-            window.ids.add(event_id)
+        window.put(at, corrected_ts, raw_ts, size, kind, stored, tag)
         window.bytes += cost
         self._bytes += cost
         self._entries += 1
@@ -447,7 +515,8 @@ class WindowStore:
             self._forgotten.popitem(last=False)
 
     def recorrect(self, key: str, corrected: Callable[[WindowEntry], int]) -> int:
-        """Re-index a key after its skew estimates changed; returns how many entries moved."""
+        """Re-index a key after its skew estimates changed; returns how many entries moved.
+        ``corrected`` gets each entry without its record (``b"{}"``): times, signal and source."""
         window = self._windows.get(key)
         if window is None or not len(window):
             return 0

@@ -183,8 +183,9 @@ class Window(PluginDebugView):
         window = self.app.services.tail.slice(key, from_ms, to_ms, signals)
         entries = [
             {"corrected_ts": e.corrected_ts, "raw_ts": e.raw_ts, "signal": e.signal, "source": e.source,
-             "event_id": e.event_id, "record": e.data()}
+             "event_id": record.get("event_id"), "record": record}
             for e in window.entries
+            for record in (e.data(),)
         ]
         masked, _ = self.app.services.masker.mask(entries)  # already masked at ingest; verified again
         return {

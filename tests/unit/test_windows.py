@@ -73,6 +73,34 @@ def test_a_redelivered_event_id_is_ignored():
     assert store.stats()["entries"] == 2
 
 
+def test_ids_sharing_a_tag_are_told_apart_by_the_record_and_packed_redeliveries_are_found(monkeypatch):
+    """The window holds an 8-byte tag per event id, not the id: a tag match is only a hint."""
+    from plugwatch.tables import windows
+
+    monkeypatch.setattr(windows, "_tag", lambda event_id: b"\x07" * 8)  # every id collides
+    now = BASE + 10_000
+    store = WindowStore(clock=lambda: now, packer=RecordPacker(train_records=100))
+    raws = [_telemetry(i) for i in range(300)]  # the last 200 are held packed
+    for i, raw in enumerate(raws):
+        store.add("t/p", "logs", orjson.loads(raw), BASE + i, BASE + i, len(raw), raw, "s")
+    for i in (0, 150, 299):  # redeliveries, held as they came and packed
+        store.add("t/p", "logs", orjson.loads(raws[i]), BASE + i, BASE + i, len(raws[i]), raws[i], "s")
+    assert ids(store.slice("t/p", *ALL)) == [f"e{i}" for i in range(300)]
+    assert store.stats()["entries"] == 300
+
+
+def test_a_tag_straddling_two_entries_is_not_taken_for_one(monkeypatch):
+    from plugwatch.tables import windows
+
+    tags = {"a": bytes([1, 2, 3, 4, 5, 6, 7, 8]), "b": bytes([9, 10, 11, 12, 13, 14, 15, 16]),
+            "c": bytes([5, 6, 7, 8, 9, 10, 11, 12])}  # c's tag is a's second half and b's first
+    monkeypatch.setattr(windows, "_tag", tags.__getitem__)
+    store, _ = make()
+    for event_id in "abc":
+        add(store, "t/p", event_id, BASE + 10)
+    assert ids(store.slice("t/p", *ALL)) == ["a", "b", "c"]
+
+
 def test_per_key_entry_cap_evicts_that_keys_oldest_and_moves_its_watermark():
     store, _ = make(per_key_max_entries=3)
     add(store, "t/other", "x", BASE + 1)
@@ -174,7 +202,8 @@ def test_recorrect_reindexes_a_key():
     for i in range(3):
         add(store, "t/p", f"e{i}", BASE + 100 * i)
     store.add("t/p", "logs", record("x", BASE), corrected_ts=BASE + 250, raw_ts=BASE, size=10)
-    moved = store.recorrect("t/p", lambda e: e.raw_ts + 1_000 if e.event_id == "x" else e.corrected_ts)
+    # recorrect hands out entries without their records: times, signal and source only
+    moved = store.recorrect("t/p", lambda e: e.raw_ts + 1_000 if e.raw_ts == BASE else e.corrected_ts)
     assert moved == 1
     assert ids(store.slice("t/p", *ALL)) == ["e0", "e1", "e2", "x"]
     assert store.slice("t/p", BASE + 1_000, BASE + 1_000).entries[0].event_id == "x"
@@ -235,6 +264,24 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(operations)
 def test_accounting_never_drifts_and_matches_the_model(ops):
+    run_against_the_model(ops)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_the_tag_index_of_large_keys_matches_the_model_when_tags_collide(ops):
+    """Every key indexed from its first entry, and ids spread over three tags: the index must count
+    how many live entries share a tag, and every hit is confirmed against the record."""
+    from unittest import mock
+
+    from plugwatch.tables import windows
+
+    with mock.patch.object(windows, "_INDEX_FROM", 0), \
+            mock.patch.object(windows, "_tag", lambda event_id: (hash(event_id) % 3 + 1).to_bytes(8, "little")):
+        run_against_the_model(ops)
+
+
+def run_against_the_model(ops):
     store, clock = make(window_ms=10_000, per_key_max_entries=4, per_key_max_bytes=2_000,
                         budget_bytes=6 * (300 + ENTRY_OVERHEAD))
     model = Model(store)
