@@ -306,8 +306,8 @@ class _KeyWindow:
         self.sizes = array("q", [self.sizes[head + i] for i in order])
         self.kinds = array("L", [self.kinds[head + i] for i in order])
         self.records = [self.records[head + i] for i in order]
-        tags = self.tags
-        self.tags = bytearray(b"".join(tags[(head + i) * 8:(head + i + 1) * 8] for i in order))
+        with memoryview(self.tags) as view, view.cast("Q") as tags:  # released before the column changes
+            self.tags = bytearray(array("Q", [tags[head + i] for i in order]).tobytes())
         self.head = 0
 
     @property

@@ -201,12 +201,15 @@ def test_recorrect_reindexes_a_key():
     store, _ = make()
     for i in range(3):
         add(store, "t/p", f"e{i}", BASE + 100 * i)
-    store.add("t/p", "logs", record("x", BASE), corrected_ts=BASE + 250, raw_ts=BASE, size=10)
+    store.add("t/p", "logs", record("x", BASE), corrected_ts=BASE + 50, raw_ts=BASE, size=10)
     # recorrect hands out entries without their records: times, signal and source only
     moved = store.recorrect("t/p", lambda e: e.raw_ts + 1_000 if e.raw_ts == BASE else e.corrected_ts)
     assert moved == 1
     assert ids(store.slice("t/p", *ALL)) == ["e0", "e1", "e2", "x"]
     assert store.slice("t/p", BASE + 1_000, BASE + 1_000).entries[0].event_id == "x"
+    for event_id in ("x", "e0", "e2"):  # the ids moved with their entries: redeliveries are still found
+        add(store, "t/p", event_id, BASE + 5)
+    assert ids(store.slice("t/p", *ALL)) == ["e0", "e1", "e2", "x"]
 
 
 class Model:
