@@ -43,8 +43,10 @@ ENTRY_OVERHEAD = 240
 _NO_TAG = bytes(8)
 _TAG_MASK = (1 << 64) - 1
 # A key holding more entries than this also counts its tags in a dict, so that a new id is told new
-# without reading the whole tag column (~60 us for 20,000 entries, ~1.5 us for 512).
+# without reading the whole tag column (~60 us for 20,000 entries, ~1.5 us for 512), and a
+# redelivery is looked for near its corrected time first.
 _INDEX_FROM = 512
+_NEAR_MS = 1_000  # where such a key looks for a redelivery first: this close to its corrected time
 
 _FORGOTTEN_KEPT = 10_000  # revoked keys remembered so their slices say "not held"
 _KINDS_KEPT = 64  # (signal, source) pairs a key may hold before those no entry uses are dropped
@@ -231,12 +233,21 @@ class _KeyWindow:
             record = unpack(record)
         return WindowEntry(self.times[i], self.raws[i], signal, source, self.sizes[i], record)
 
-    def holds(self, event_id: str, tag: bytes, unpack: Callable[[bytes], bytes]) -> bool:
-        """A live entry has this event_id: a search of the tag column, each hit confirmed."""
-        if self.index is not None and int.from_bytes(tag, "little") not in self.index:
+    def holds(self, event_id: str, tag: bytes, unpack: Callable[[bytes], bytes], near: int) -> bool:
+        """A live entry has this event_id: a search of the tag column, each hit confirmed. A key
+        with an index looks first among the entries within a second of ``near`` (where a redelivery's
+        first copy lies unless its skew estimate moved since), then in the whole column."""
+        if self.index is None:
+            return self._find(event_id, tag, unpack, self.head, len(self.times))
+        if int.from_bytes(tag, "little") not in self.index:
             return False
-        tags, pos = self.tags, self.head * 8
-        while (pos := tags.find(tag, pos)) >= 0:
+        lo = bisect_left(self.times, near - _NEAR_MS, self.head)
+        hi = bisect_right(self.times, near + _NEAR_MS, lo)
+        return self._find(event_id, tag, unpack, lo, hi) or self._find(event_id, tag, unpack, self.head, len(self.times))
+
+    def _find(self, event_id: str, tag: bytes, unpack: Callable[[bytes], bytes], lo: int, hi: int) -> bool:
+        tags, pos, end = self.tags, lo * 8, hi * 8
+        while (pos := tags.find(tag, pos, end)) >= 0:
             if pos % 8:  # straddles two tags
                 pos += 1
                 continue
@@ -374,7 +385,7 @@ class WindowStore:
         if event_id is not None:
             event_id = str(event_id)
             tag = _tag(event_id)
-            if window.holds(event_id, tag, self._packer.unpack):
+            if window.holds(event_id, tag, self._packer.unpack, corrected_ts):
                 return
         cost = size + ENTRY_OVERHEAD
         if cost > self.per_key_max_bytes or cost > self.budget_bytes:

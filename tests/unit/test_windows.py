@@ -89,6 +89,20 @@ def test_ids_sharing_a_tag_are_told_apart_by_the_record_and_packed_redeliveries_
     assert store.stats()["entries"] == 300
 
 
+def test_a_large_key_finds_a_redelivery_near_its_time_or_anywhere_else(monkeypatch):
+    from plugwatch.tables import windows
+
+    monkeypatch.setattr(windows, "_INDEX_FROM", 4)
+    monkeypatch.setattr(windows, "_tag", lambda event_id: (1 + int(event_id[1:]) % 2).to_bytes(8, "little"))
+    store, _ = make()
+    for i in range(40):  # one a second: the key is indexed, and every other id shares a tag
+        add(store, "t/p", f"e{i}", BASE + 1_000 * i)
+    add(store, "t/p", "e20", BASE + 20_000)  # where its first copy is
+    add(store, "t/p", "e21", BASE + 35_000)  # its estimate moved 14 s since: found further away
+    add(store, "t/p", "e40", BASE + 20_000)  # new, though its tag is held right there
+    assert ids(store.slice("t/p", *ALL)) == [f"e{i}" for i in range(21)] + ["e40"] + [f"e{i}" for i in range(21, 40)]
+
+
 def test_a_tag_straddling_two_entries_is_not_taken_for_one(monkeypatch):
     from plugwatch.tables import windows
 
