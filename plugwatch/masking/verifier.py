@@ -222,16 +222,17 @@ class _Check:
         t = m.end()
         tail = b[t:t + 1] if b[t:t + 1] in (b"X", b"x") else b""
         n = len(b)
-        if not tail and b[s:t].isdigit():
+        run = b[s:t]
+        if not tail and run.isdigit():
             # One run of plain digits: the run itself is the only candidate.
             size = t - s
-            if size not in v.PLAIN_LENGTHS[b[s]] or (size in v.CARD_ONLY_LENGTHS[b[s]] and not v.luhn_ok(b[s:t])):
+            if size not in v.PLAIN_LENGTHS[b[s]] or (size in v.CARD_ONLY_LENGTHS[b[s]] and not v.luhn_ok(run)):
                 return None  # no validator accepts it (timestamps, counters, order numbers)
             if b[s - 1:s] in (b".", b"+", b"-") or (s > 0 and b[s - 1] in WORD and not after_escape(b, s)):
                 return None
             if t < n and (b[t] in WORD or (b[t] in b"-." and t + 1 < n and b[t + 1] in ALNUM)):
                 return None
-            return s if self._sensitive_number(b[s:t], b"") and not self._exempt(s) else None
+            return s if self._sensitive_number(run, b"") and not self._exempt(s) else None
         # Every space-separated stretch of the run with 11+ digits is a candidate, the whole run too.
         cuts = [s]
         space = b.find(b" ", s, t)
