@@ -1,7 +1,8 @@
 """A bare Faust agent that only iterates events: the baseline of ``plugwatch bench ingest``.
 
 Run as ``python -m plugwatch.bench.bare worker --web-port N`` with PLUGWATCH_BENCH_TOPIC,
-PLUGWATCH_BENCH_APP and PLUGWATCH_BROKER_URL set; ``GET /count`` answers how many events it saw.
+PLUGWATCH_BENCH_APP and PLUGWATCH_BROKER_URL set (PLUGWATCH_BENCH_DATA_DIR: where Faust keeps its
+data directory; the current directory when unset); ``GET /count`` answers how many events it saw.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     topic_partitions=int(os.environ.get("PLUGWATCH_TOPIC_PARTITIONS", "4")),
     autodiscover=False,
+    datadir=os.path.join(os.environ.get("PLUGWATCH_BENCH_DATA_DIR", "."), "{conf.name}-data"),
 )
 source = app.topic(os.environ["PLUGWATCH_BENCH_TOPIC"], key_serializer="raw", value_serializer="raw")
 seen = {"count": 0}

@@ -189,7 +189,8 @@ def run(events: int = 100_000, plugins: int = 500) -> str:
         say(f"raw aiokafka consume: {raw_rate:,.0f} events/s")
 
         port = free_port()
-        env = {**base_env, "PLUGWATCH_BENCH_TOPIC": topic, "PLUGWATCH_BENCH_APP": f"bench-bare-{run_id}"}
+        env = {**base_env, "PLUGWATCH_BENCH_TOPIC": topic, "PLUGWATCH_BENCH_APP": f"bench-bare-{run_id}",
+               "PLUGWATCH_BENCH_DATA_DIR": str(workdir)}
         proc = start_worker(["plugwatch.bench.bare", "worker", "-l", "warn", "--web-port", str(port)],
                             env, workdir / "bare.log")
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugwatch.tables.skew import SkewEstimator, source_of
+from plugwatch.tables.skew import SkewEstimator
 from plugwatch.tables.windows import Slice, WindowStore
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class WindowKeeper:
         self.dirty: set[str] = set()  # keys whose skew estimate changed since the last save
         self.complete_from: dict[int, int] = {}  # rebuilt partition -> time its windows are complete from
         self.retime: set[str] = set()  # keys whose estimates moved since their entries were placed
-        self.observed: set[str] = set()  # keys whose estimators learnt something since the last retime
+        self.observed: set[str] = set()  # keys whose estimators got votes or root spans since the last retime
         self.retime_threshold_ms = 20
         self.placed_offsets: dict[str, dict[tuple[str, str], int]] = {}  # offsets a key's entries follow
         self.watermarks: dict[str, int] = {}  # key -> newest corrected time applied
@@ -96,20 +96,24 @@ class WindowKeeper:
         raw_ts = record.get(_TIME_FIELD[signal])
         if not isinstance(raw_ts, int):
             return False
-        estimator = self.estimator(key)
-        changes = estimator.changes
-        estimator.observe(signal, record)
-        if estimator.changes != changes:
+        now = self.now_ms()
+        estimator = self.skew.get(key) or self.estimator(key)
+        links = estimator.links
+        source = estimator.observe(signal, record, now)
+        if estimator.links != links:
+            # Evidence that may move another (source, signal) than this record's: checked on the
+            # next retime. A move of this record's own is noted below, with the offset it gets.
             self.observed.add(key)
-        source = source_of(record)
-        offset = estimator.offset(source, signal)  # what estimator.correct() adds, source known
+        offset = estimator.offset(source, signal, now)  # what estimator.correct() adds, source known
         corrected = raw_ts + offset
-        self._note_offset(key, source, signal, offset)
-        if corrected < self.now_ms() - self.window_ms:
+        placed = self.placed_offsets.get(key)
+        if placed is None or placed.get((source, signal)) != offset:
+            self._note_offset(key, source, signal, offset)
+        if corrected < now - self.window_ms:
             return False
         new_key = key not in self.key_partition
         self.key_partition[key] = partition
-        self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json, source)
+        self.windows.add(key, signal, record, corrected, raw_ts, size, raw_json, source, now)
         if corrected > self.watermarks.get(key, corrected - 1):
             self.watermarks[key] = corrected
         if new_key and partition in self.complete_from:

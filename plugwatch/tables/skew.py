@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
+from array import array
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from typing import Any, Callable
 import orjson
 
 SIGNALS = ("logs", "traces", "metrics")
+_SIGNAL_SET = frozenset(SIGNALS)
+_FAR = 2**62
 SNAPSHOT_VERSION = 1
 
 # A signal without link evidence of its own borrows the same source's clock from another signal.
@@ -54,6 +57,8 @@ def source_of(record: dict) -> str:
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:  # the common case, first: this runs for every record
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return None
     return int(value)
@@ -71,13 +76,16 @@ class _Fit:
 class _Track:
     """Evidence for one (source, signal)."""
 
-    __slots__ = ("votes", "pending", "slacks", "sorted_slacks", "roots", "fit")
+    __slots__ = ("votes", "pending", "slacks", "slack_times", "sorted_slacks", "roots", "fit")
 
     def __init__(self):
         self.votes: deque[tuple[int, float, int]] = deque()  # (lo, hi, observed_at)
         self.pending = 0  # votes since the last fit
-        self.slacks: deque[tuple[int, int]] = deque()  # (broker - raw, observed_at), arrival order
-        self.sorted_slacks: list[int] = []  # the same values, sorted, for the quantile
+        # Broker samples in machine-integer columns: a busy worker adds one per record to a cold
+        # estimator, and three small arrays are fewer cache misses than a deque of tuples of ints.
+        self.slacks = array("q")  # broker - raw, arrival order
+        self.slack_times = array("q")  # when each was observed
+        self.sorted_slacks = array("q")  # the same values, sorted, for the quantile
         self.roots = 0
         self.fit: _Fit | None = None
 
@@ -91,14 +99,24 @@ class _Track:
         self.votes.append((lo, hi, at))
         self.pending += 1
 
-    def add_slack(self, slack: int, at: int, cap: int) -> None:
+    def add_slack(self, slack: int, at: int, cap: int, quantile: float = 0.0) -> bool:
+        """Add one broker sample; True when the ``quantile`` of the samples (the bound) moved.
+        A sample beyond ±2**62 ms (no clock is that far off) is ignored."""
+        if not (-_FAR < slack < _FAR and -_FAR < at < _FAR):
+            return False
+        ordered = self.sorted_slacks
+        before = ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else None
         if len(self.slacks) >= cap:
             self.drop_slack()
-        self.slacks.append((slack, at))
-        insort(self.sorted_slacks, slack)
+        self.slacks.append(slack)
+        self.slack_times.append(at)
+        insort(ordered, slack)
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] != before
 
     def drop_slack(self) -> None:
-        slack, _ = self.slacks.popleft()
+        """Forget the oldest broker sample."""
+        slack = self.slacks.pop(0)
+        del self.slack_times[0]
         del self.sorted_slacks[bisect_left(self.sorted_slacks, slack)]
 
 
@@ -150,37 +168,47 @@ class SkewEstimator:
         self._waiting_logs: dict[str, tuple[Any, ...]] = {}
         self._waiting_children: dict[str, tuple[Any, ...]] = {}
         self._expired_at = -(2**62)
+        # The indexes are swept at most this often (observe checks before calling): with thousands
+        # of plugins each estimator sees a record every second or so, and a sweep on every one cost
+        # more than the votes. An index entry lives at most a sixteenth past ``index_ttl_ms``.
+        self._expire_every = max(100, index_ttl_ms // 16)
         # Counts evidence that can move an estimate (a vote, a root span, a new broker bound); what
         # did not change it needs no re-check of the offsets entries were placed with.
         self.changes = 0
+        # The part of ``changes`` that can move the estimate of a (source, signal) other than the
+        # observed record's own: votes (read by the signals that borrow) and root spans. A new
+        # broker bound only moves its own (source, signal), whose record the caller corrects next.
+        self.links = 0
 
     # -- evidence ----------------------------------------------------------------------------------
 
-    def observe(self, signal: str, record: dict) -> None:
-        """Learn from one record: spans and span-linked logs give votes, any broker_ts a bound."""
-        _check(signal)
-        now = self._clock()
+    def observe(self, signal: str, record: dict, now: int | None = None) -> str:
+        """Learn from one record: spans and span-linked logs give votes, any broker_ts a bound.
+        Returns the record's source. ``now``: the clock's reading, when the caller has it."""
+        if signal not in _SIGNAL_SET:
+            _check(signal)
+        if now is None:
+            now = self._clock()
         # One string per source, not one per record: the wait lists and the span index hold it
         # in every entry (~60 B each otherwise; 18 MiB for 5,000 plugins' full wait lists).
         source = sys.intern(source_of(record))
         own = _int(record.get("end_ts" if signal == "traces" else "ts"))
         broker = _int(record.get("broker_ts"))
         if own is not None and broker is not None:
-            track = self._track(source, signal)
-            bound = self._bound(track)
-            track.add_slack(broker - own, now, self._max_slacks)
-            if self._bound(track) != bound:
+            if self._track(source, signal).add_slack(broker - own, now, self._max_slacks, self._quantile):
                 self.changes += 1
         if signal == "metrics":
-            return
-        self._expire_indexes(now)
+            return source
+        if now - self._expired_at >= self._expire_every:
+            self._expire_indexes(now)
         span_id = record.get("span_id")
         if not span_id:
-            return
+            return source
         if signal == "traces":
             self._observe_span(str(span_id), source, record, now)
         else:
             self._observe_log(str(span_id), source, record, now)
+        return source
 
     def _observe_span(self, span_id: str, source: str, record: dict, now: int) -> None:
         start, end = _int(record.get("start_ts")), _int(record.get("end_ts"))
@@ -193,6 +221,7 @@ class SkewEstimator:
             track = self._track(source, "traces")
             track.roots = min(track.roots + 1, self._max_votes)
             self.changes += 1
+            self.links += 1
         elif (parent := self._spans.get(str(parent_id))) is not None:
             self._link_child(span, parent, now)
         else:
@@ -233,6 +262,7 @@ class SkewEstimator:
     def _vote(self, source: str, signal: str, lo: int, hi: float, now: int) -> None:
         self._track(source, signal).add_vote(lo, hi, now, self._max_votes)
         self.changes += 1
+        self.links += 1
 
     def _wait(self, index: dict, span_id: str, item: tuple, now: int) -> None:
         """Add ``item``'s fields to what waits for ``span_id``: ``(first_seen, *item, *item, ...)``."""
@@ -243,8 +273,6 @@ class SkewEstimator:
             index[span_id] = (*entry, *item)
 
     def _expire_indexes(self, now: int) -> None:
-        if now - self._expired_at < 100:  # at most every 100 ms: it runs on every observed record
-            return
         self._expired_at = now
         cutoff = now - self._ttl
         for index in (self._spans, self._waiting_logs, self._waiting_children):
@@ -313,9 +341,13 @@ class SkewEstimator:
             offset, basis = bound, "broker"
         return offset, basis, used
 
-    def offset(self, source: str, signal: str) -> int:
-        """The offset (ms) records of ``(source, signal)`` are corrected by now; 0 with no evidence."""
-        return self._offset(source, signal)
+    def offset(self, source: str, signal: str, now: int | None = None) -> int:
+        """The offset (ms) records of ``(source, signal)`` are corrected by now; 0 with no evidence.
+        ``now``: the clock's reading, when the caller has it."""
+        tracks = self._sources.get(source)
+        if tracks is None:
+            return 0
+        return self._resolve(tracks, signal, self._clock() if now is None else now)[0]
 
     def _offset(self, source: str, signal: str) -> int:
         tracks = self._sources.get(source)
@@ -336,7 +368,7 @@ class SkewEstimator:
 
     def _fit(self, track: _Track, now: int) -> _Fit:
         cutoff = now - self._max_age
-        while track.slacks and track.slacks[0][1] < cutoff:
+        while track.slack_times and track.slack_times[0] < cutoff:
             track.drop_slack()
         while track.votes and track.votes[0][2] < cutoff:
             track.votes.popleft()
@@ -386,7 +418,7 @@ class SkewEstimator:
             "version": SNAPSHOT_VERSION,
             "sources": {
                 source: {
-                    signal: {"votes": list(track.votes), "slacks": list(track.slacks), "roots": track.roots}
+                    signal: {"votes": list(track.votes), "slacks": list(zip(track.slacks, track.slack_times)), "roots": track.roots}
                     for signal, track in tracks.items()
                 }
                 for source, tracks in self._sources.items()

@@ -194,7 +194,7 @@ class _KeyWindow:
 
     def put(self, at: int, corrected_ts: int, raw_ts: int, size: int, kind: int, record: dict | bytes,
             tag: bytes) -> None:
-        self.held += _held(record, size)
+        self.held += size if type(record) is dict else len(record)
         if at == len(self.times):
             self.times.append(corrected_ts)
             self.raws.append(raw_ts)
@@ -238,6 +238,8 @@ class _KeyWindow:
         with an index looks first among the entries within a second of ``near`` (where a redelivery's
         first copy lies unless its skew estimate moved since), then in the whole column."""
         if self.index is None:
+            if self.tags.find(tag, self.head * 8) < 0:
+                return False  # the common case, answered in C
             return self._find(event_id, tag, unpack, self.head, len(self.times))
         if int.from_bytes(tag, "little") not in self.index:
             return False
@@ -367,16 +369,18 @@ class WindowStore:
         size: int,
         raw_json: bytes | None = None,
         source: str | None = None,
+        now: int | None = None,
     ) -> None:
         """Insert at its corrected time; a redelivered event_id is ignored. O(log n) plus evictions.
 
         ``raw_json`` (the record's JSON, ``size`` bytes) is stored instead of the dict when given;
-        ``source`` saves deriving the record's source again when the caller already has it.
+        ``source`` and ``now`` (the clock's reading) save deriving them again when the caller
+        already has them.
         """
         window = self._windows.get(key)
         if window is None:
             window = self._open(key)
-        if corrected_ts < self._clock() - self.window_ms:
+        if corrected_ts < (self._clock() if now is None else now) - self.window_ms:
             window.lose(corrected_ts)  # arrived already older than the window
             self._expired += 1
             return
@@ -405,7 +409,7 @@ class WindowStore:
         self._entries += 1
         if at == window.head:
             heapq.heappush(self._heap, (corrected_ts, key))  # a new oldest for this key
-        while len(window) > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
+        while len(times) - window.head > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
             self._drop_head(window)
             self._evicted += 1
         while self._bytes > self.budget_bytes:

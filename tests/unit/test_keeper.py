@@ -115,6 +115,21 @@ def test_logs_applied_before_their_spans_are_moved_once_the_spans_arrive(keeper,
     assert keeper.recorrect_moved() == 0  # placed with what was learnt: nothing more to move
 
 
+def test_a_broker_bound_that_moves_a_sources_offset_moves_its_entries(keeper, clock):
+    # The bound caps only its own (source, signal): the record that moves it is corrected with the
+    # new offset, and the entries placed before are re-indexed on the next retime.
+    key = "acme/a"
+    for i in range(10):  # stamped 3 s ahead, bound not yet known: placed at their raw time
+        keeper.apply("logs", key, log(key, NOW_MS - 20_000 + i * 100, instance_id="w1"), 100, 0)
+    ahead = log(key, NOW_MS + 3_000, instance_id="w1", broker_ts=NOW_MS)
+    keeper.apply("logs", key, ahead, 100, 0)
+    assert keeper.observed == set()  # no vote or root span: nothing for the other sources
+    assert keeper.recorrect_moved() == 1
+    logs = keeper.slice(key, NOW_MS - 30_000, NOW_MS + 10_000, ["logs"]).entries
+    assert len(logs) == 11
+    assert all(e.corrected_ts == e.raw_ts - 3_000 + 100 for e in logs)  # the bound's tolerance is 100 ms
+
+
 def test_watermark_is_the_newest_corrected_time_and_count_bisects_the_window(keeper):
     assert keeper.watermark("acme/a") is None and keeper.count("acme/a", 0, NOW_MS) == 0
     keeper.apply("logs", "acme/a", log("acme/a", NOW_MS - 5_000), 100, 0)

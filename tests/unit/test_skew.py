@@ -296,3 +296,20 @@ def test_changes_counts_only_evidence_that_can_move_an_estimate():
     est.observe("traces", {**KEY, "instance_id": "gw", "trace_id": "t", "span_id": "never-arrives",
                            "start_ts": BASE - 10, "end_ts": BASE + 10})
     assert est.changes == 1 + 1 + 3  # the bound, the root span, a vote from each of the three waiting logs
+    assert est.links == 1 + 3  # of those, what can move another (source, signal): the root, the votes
+
+
+def test_observe_returns_the_records_source():
+    est = SkewEstimator(clock=Clock())
+    assert est.observe("logs", {**KEY, "instance_id": "i-1", "host": "h", "ts": BASE}) == "i-1"
+    assert est.observe("metrics", {**KEY, "host": "h", "ts": BASE, "name": "m", "value": 1}) == "h"
+    assert est.observe("logs", {**KEY, "ts": BASE}) == "unknown"
+
+
+def test_a_broker_sample_no_clock_could_give_is_ignored_not_raised():
+    est = SkewEstimator(clock=Clock())
+    est.observe("logs", {**KEY, "instance_id": "w", "ts": -(2**70), "broker_ts": BASE})
+    est.observe("logs", {**KEY, "instance_id": "w", "ts": BASE, "broker_ts": BASE + 40})
+    assert est.estimate("w", "logs").samples == 1
+    restored = SkewEstimator.restore(est.snapshot(), clock=Clock())
+    assert restored.snapshot() == est.snapshot()
