@@ -52,7 +52,10 @@ async def load(producer: AIOKafkaProducer, topic: str, corpus: LogCorpus, rate: 
 
 
 async def collect_reports(consumer: AIOKafkaConsumer, produced_at: dict[str, float],
-                          latencies: dict[str, tuple[float, int]], expected: int, timeout: float) -> None:
+                          latencies: dict[str, tuple[float, int]], expected: int, timeout: float,
+                          later: list[int] | None = None) -> None:
+    """Fill ``latencies`` with each alert's first revision; ``later`` (one counter) counts the
+    later revisions seen meanwhile (late data)."""
     deadline = time.monotonic() + timeout
     while len(latencies) < expected and time.monotonic() < deadline:
         batches = await consumer.getmany(timeout_ms=100)
@@ -63,6 +66,8 @@ async def collect_reports(consumer: AIOKafkaConsumer, produced_at: dict[str, flo
                 alert_id = report.get("alert_id")
                 if report.get("revision") == 1 and alert_id in produced_at and alert_id not in latencies:
                     latencies[alert_id] = ((arrived - produced_at[alert_id]) * 1000, report.get("generated_ms") or 0)
+                elif later is not None and alert_id in produced_at:
+                    later[0] += 1
 
 
 async def drive(bootstrap: str, topics: Topics, port: int, *, alerts: int, alert_rate: float, rate: float,
@@ -81,6 +86,7 @@ async def drive(bootstrap: str, topics: Topics, port: int, *, alerts: int, alert
     loader = asyncio.ensure_future(load(producer, topics.logs, corpus, rate, stop))
     produced_at: dict[str, float] = {}
     latencies: dict[str, tuple[float, int]] = {}
+    later = [0]
     try:
         await asyncio.sleep(warmup_s / 3)
         settled, settled_at = await asyncio.to_thread(written) or 0, time.monotonic()
@@ -88,7 +94,8 @@ async def drive(bootstrap: str, topics: Topics, port: int, *, alerts: int, alert
         warm = await asyncio.to_thread(written) or 0
         say(f"warm-up done: {warm:,} events written; before the alerts "
             f"{(warm - settled) / (time.monotonic() - settled_at):,.0f} events/s")
-        collector = asyncio.ensure_future(collect_reports(consumer, produced_at, latencies, alerts, 120 + alerts / alert_rate))
+        collector = asyncio.ensure_future(collect_reports(consumer, produced_at, latencies, alerts, 120 + alerts / alert_rate,
+                                                              later))
         done_before = await asyncio.to_thread(written) or 0
         phase_start = time.monotonic()
         rng = random.Random(11)
@@ -111,7 +118,7 @@ async def drive(bootstrap: str, topics: Topics, port: int, *, alerts: int, alert
         await consumer.stop()
         await alert_producer.stop()
         await producer.stop()
-    say(f"load produced: {sent:,} events")
+    say(f"load produced: {sent:,} events; late-data revisions seen while the alerts ran: {later[0]:,}")
     if len(latencies) < alerts:
         raise RuntimeError(f"only {len(latencies)} of {alerts} alerts got a report")
     return [v[0] for v in latencies.values()], [v[1] for v in latencies.values()], (done_after - done_before) / phase_s
