@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import median_low
 from typing import Any
 
@@ -270,10 +271,19 @@ def _level(record: dict[str, Any]) -> str | None:
 
 def _is_error_log(record: dict[str, Any]) -> bool:
     level = _level(record)
-    if level is not None and _ERROR_LEVEL.fullmatch(level.strip()):
+    if level is not None and _is_error_level(level):
         return True
-    number = _int(record.get("severity_number"))
+    number = record.get("severity_number")
+    if number is None:
+        return False
+    number = _int(number)
     return number is not None and number >= _OTLP_ERROR_SEVERITY
+
+
+@lru_cache(maxsize=1024)
+def _is_error_level(level: str) -> bool:
+    """A level name that means an error; a plugin uses a handful of names, so each is matched once."""
+    return _ERROR_LEVEL.fullmatch(level.strip()) is not None
 
 
 def _span_status(record: dict[str, Any]) -> str | None:
@@ -303,7 +313,10 @@ def _log_exception(item: _Item) -> _Exception | None:
     if isinstance(exc, str):  # a bare stack trace
         exc = {"stacktrace": exc}
     if not isinstance(exc, dict):
-        exc = {key: item.attributes.get(f"exception.{key}") for key in ("type", "message", "stacktrace")}
+        attributes = item.attributes
+        if "exception.type" not in attributes and "exception.stacktrace" not in attributes:
+            return None  # the common case: a message alone names no bug (see _exception)
+        exc = {key: attributes.get(f"exception.{key}") for key in ("type", "message", "stacktrace")}
     return _exception(exc, item.ts, item)
 
 
@@ -564,17 +577,20 @@ _ENVIRONMENT_ATTRIBUTES = (("plugin_versions", "service.version"), ("instances",
 def _environment(items: list[_Item], template: ReportTemplate) -> dict[str, Any]:
     limit = template.limits.message_chars
     found: dict[str, set[Any]] = {key: set() for key, _ in _ENVIRONMENT_FIELDS}
+    # One pass over the records per field (thousands of records, a handful of distinct values).
+    records = [item.record for item in items]
+    attributes = [item.attributes for item in items if item.attributes]
+    for key, name in _ENVIRONMENT_FIELDS:
+        found[key].update(_distinct(records, name))
+    for key, name in _ENVIRONMENT_ATTRIBUTES:
+        found[key].update(_distinct(attributes, name))
+    found["runtime"].update({_runtime(attrs) for attrs in attributes
+                             if "process.runtime.name" in attrs or "telemetry.sdk.language" in attrs})
     flags: dict[str, Any] = {}
     for item in items:  # in time order, so a flag evaluated twice shows its latest value
         record, attrs = item.record, item.attributes
-        for key, name in _ENVIRONMENT_FIELDS:
-            if isinstance(value := record.get(name), (str, int, float)):
-                found[key].add(value)
-        if attrs:
-            for key, name in _ENVIRONMENT_ATTRIBUTES:
-                if isinstance(value := attrs.get(name), (str, int, float)):
-                    found[key].add(value)
-            found["runtime"].add(_runtime(attrs))
+        if "feature_flags" not in record and "feature_flags" not in attrs and "feature_flag.key" not in attrs:
+            continue
         for source in (record.get("feature_flags"), attrs.get("feature_flags")):
             if isinstance(source, dict):
                 for name, value in source.items():
@@ -588,6 +604,15 @@ def _environment(items: list[_Item], template: ReportTemplate) -> dict[str, Any]
     }
     environment["feature_flags"] = dict(sorted(flags.items()))
     return environment
+
+
+def _distinct(dicts: list[dict[str, Any]], name: str) -> set[Any]:
+    """The distinct text and number values of ``name`` in ``dicts``, in first-seen order of equals."""
+    try:
+        values = {d.get(name) for d in dicts}
+    except TypeError:  # an unhashable value (a list, an object): filter before collecting
+        return {value for d in dicts if isinstance(value := d.get(name), (str, int, float))}
+    return {value for value in values if isinstance(value, (str, int, float))}
 
 
 def _runtime(attrs: dict[str, Any]) -> str | None:
@@ -611,9 +636,7 @@ def _flag_value(attrs: dict[str, Any]) -> Any:
 def _clock_skew(items: list[_Item], skew: Any, known: Iterable[str]) -> list[dict[str, Any]]:
     """The estimator's rows for the sources in the telemetry or known to the plugin. A source and
     signal in the telemetry without a row gets one showing the offset the caller applied."""
-    present: dict[tuple[str, str], list[int]] = {}
-    for item in items:
-        present.setdefault((item.source, item.signal), []).append(item.offset)
+    present = {(item.source, item.signal) for item in items}
     sources = {source for source, _ in present} | {s for s in known if isinstance(s, str)}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for row in skew if isinstance(skew, (list, tuple)) else ():
@@ -629,11 +652,16 @@ def _clock_skew(items: list[_Item], skew: Any, known: Iterable[str]) -> list[dic
         if _text(row.get("basis")):
             entry["basis"] = _text(row.get("basis"))
         rows[(source, signal)] = entry
-    for (source, signal), offsets in present.items():
-        if (source, signal) not in rows:
-            offset = median_low(offsets)
-            rows[(source, signal)] = {"source": source, "signal": signal, "offset_ms": offset, "confidence": 0.0,
-                                      "samples": 0, "basis": "applied" if offset else "none"}
+    # Offsets applied, gathered only for the pairs without a row (usually none: the estimator has them all).
+    applied: dict[tuple[str, str], list[int]] = {pair: [] for pair in present - rows.keys()}
+    if applied:
+        for item in items:
+            if (pair := (item.source, item.signal)) in applied:
+                applied[pair].append(item.ts - item.raw_ts)
+    for (source, signal), offsets in applied.items():
+        offset = median_low(offsets)
+        rows[(source, signal)] = {"source": source, "signal": signal, "offset_ms": offset, "confidence": 0.0,
+                                  "samples": 0, "basis": "applied" if offset else "none"}
     order = {signal: i for i, signal in enumerate(SIGNALS)}
     return [rows[key] for key in sorted(rows, key=lambda k: (k[0], order.get(k[1], len(SIGNALS)), k[1]))]
 

@@ -416,6 +416,21 @@ def test_environment_from_records_and_otel_attributes():
     }
 
 
+def test_environment_keeps_only_text_and_number_values():
+    telemetry = [
+        log(T - 3000, "i-1", plugin_version=["2.3.1"], region={"name": "eu"}, env=None,
+            attributes={"service.version": ["x"], "cloud.region": {"r": 1}, "host.name": "h-9"}),
+        log(T - 2000, "i-1", plugin_version="2.4.0", region="eu-west-1", env="prod"),
+        log(T - 1000, "i-2", plugin_version=2.5, level=" Fatal ", attributes={"exception.message": "no type"}),
+    ]
+    report = build(telemetry)
+    env = report["environment"]
+    assert env["plugin_versions"] == ["2.4.0", "2.5"] and env["region"] == ["eu-west-1"]
+    assert env["env"] == ["prod"] and env["hosts"] == ["h-9"] and env["instances"] == ["i-1", "i-2"]
+    assert report["stack_traces"] == []  # a message alone names no bug
+    assert [e["level"] for e in report["timeline"]] == ["INFO", "INFO", " Fatal "]
+
+
 def test_clock_skew_rows_for_present_and_known_sources():
     skew = [
         {"source": "i-2", "signal": "logs", "offset_ms": -4000, "confidence": 0.9, "samples": 12, "basis": "linked"},
