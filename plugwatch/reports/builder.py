@@ -607,7 +607,7 @@ def _environment(items: list[_Item], template: ReportTemplate) -> dict[str, Any]
 
 
 def _distinct(dicts: list[dict[str, Any]], name: str) -> set[Any]:
-    """The distinct text and number values of ``name`` in ``dicts``, in first-seen order of equals."""
+    """The distinct text and number values of ``name`` in ``dicts`` (of equal values, the first seen)."""
     try:
         values = {d.get(name) for d in dicts}
     except TypeError:  # an unhashable value (a list, an object): filter before collecting

@@ -97,7 +97,9 @@ class WindowKeeper:
         if not isinstance(raw_ts, int):
             return False
         now = self.now_ms()
-        estimator = self.skew.get(key) or self.estimator(key)
+        estimator = self.skew.get(key)
+        if estimator is None:
+            estimator = self.estimator(key)
         links = estimator.links
         source = estimator.observe(signal, record, now)
         if estimator.links != links:

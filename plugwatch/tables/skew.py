@@ -244,7 +244,7 @@ class SkewEstimator:
 
     def _link_log(self, source: str, ts: int, span: tuple[str, int, int, int], now: int) -> None:
         span_source, start, end, _ = span
-        shift = self._offset(span_source, "traces")
+        shift = self.offset(span_source, "traces", now)
         self._vote(source, "logs", start + shift - ts, end + shift - ts, now)
 
     def _link_child(self, child: tuple, parent: tuple, now: int) -> None:
@@ -252,7 +252,7 @@ class SkewEstimator:
         parent_source, p_start, p_end, _ = parent
         if child_source == parent_source:
             return  # same clock: the child inherits its parent's correction
-        shift = self._offset(parent_source, "traces")
+        shift = self.offset(parent_source, "traces", now)
         lo = p_start + shift - c_start
         if c_end - c_start > p_end - p_start:
             self._vote(child_source, "traces", lo, math.inf, now)
@@ -349,10 +349,6 @@ class SkewEstimator:
             return 0
         return self._resolve(tracks, signal, self._clock() if now is None else now)[0]
 
-    def _offset(self, source: str, signal: str) -> int:
-        tracks = self._sources.get(source)
-        return 0 if tracks is None else self._resolve(tracks, signal, self._clock())[0]
-
     def correct(self, signal: str, record: dict) -> int:
         """Corrected time of the record's own timestamp (``start_ts`` for spans, else ``ts``)."""
         _check(signal)
@@ -360,7 +356,7 @@ class SkewEstimator:
         if raw is None:
             field = "start_ts" if signal == "traces" else "ts"
             raise ValueError(f"a {signal} record needs an epoch-ms {field!r} to be corrected")
-        return raw + self._offset(source_of(record), signal)
+        return raw + self.offset(source_of(record), signal)
 
     def _confidence(self, fit: _Fit, now: int) -> float:
         mass = fit.mass * math.exp(min(0, fit.at - now) / self._tau)
@@ -418,7 +414,8 @@ class SkewEstimator:
             "version": SNAPSHOT_VERSION,
             "sources": {
                 source: {
-                    signal: {"votes": list(track.votes), "slacks": list(zip(track.slacks, track.slack_times)), "roots": track.roots}
+                    signal: {"votes": list(track.votes), "slacks": list(zip(track.slacks, track.slack_times)),
+                             "roots": track.roots}
                     for signal, track in tracks.items()
                 }
                 for source, tracks in self._sources.items()

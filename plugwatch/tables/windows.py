@@ -409,7 +409,7 @@ class WindowStore:
         self._entries += 1
         if at == window.head:
             heapq.heappush(self._heap, (corrected_ts, key))  # a new oldest for this key
-        while len(times) - window.head > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
+        while len(window.times) - window.head > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
             self._drop_head(window)
             self._evicted += 1
         while self._bytes > self.budget_bytes:
