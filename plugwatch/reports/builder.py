@@ -271,7 +271,7 @@ def _level(record: dict[str, Any]) -> str | None:
 
 def _is_error_log(record: dict[str, Any]) -> bool:
     level = _level(record)
-    if level is not None and _is_error_level(level):
+    if level is not None and (_is_error_level(level) if len(level) <= 64 else _ERROR_LEVEL.fullmatch(level.strip())):
         return True
     number = record.get("severity_number")
     if number is None:
@@ -282,7 +282,8 @@ def _is_error_log(record: dict[str, Any]) -> bool:
 
 @lru_cache(maxsize=1024)
 def _is_error_level(level: str) -> bool:
-    """A level name that means an error; a plugin uses a handful of names, so each is matched once."""
+    """A level name that means an error; a plugin uses a handful of names, so each is matched once
+    (only short ones are remembered: a level is whatever a record says)."""
     return _ERROR_LEVEL.fullmatch(level.strip()) is not None
 
 

@@ -431,6 +431,15 @@ def test_environment_keeps_only_text_and_number_values():
     assert [e["level"] for e in report["timeline"]] == ["INFO", "INFO", " Fatal "]
 
 
+def test_error_levels_are_recognised_whatever_their_length():
+    from plugwatch.reports.builder import _is_error_log
+
+    assert _is_error_log({"level": "ERROR"}) and _is_error_log({"level": " Fatal "})
+    assert _is_error_log({"level": " " * 100 + "error"})  # long: matched, not remembered
+    assert not _is_error_log({"level": "x" * 100}) and not _is_error_log({"level": "INFO"})
+    assert _is_error_log({"severity_number": 17}) and not _is_error_log({"severity_number": "9"})
+
+
 def test_clock_skew_rows_for_present_and_known_sources():
     skew = [
         {"source": "i-2", "signal": "logs", "offset_ms": -4000, "confidence": 0.9, "samples": 12, "basis": "linked"},
