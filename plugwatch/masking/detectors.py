@@ -127,10 +127,8 @@ class _Event(KeyFindings):
              m + 2 if b[m + 1] in b"nrtbf" else m + 1)
         t = _RUN.match(b, s).end()
         run = b[s:t]
-        if run.isdigit() and b[t:t + 1] not in (b"X", b"x"):
-            size = t - s
-            if size not in v.PLAIN_LENGTHS[b[s]] or (size in v.CARD_ONLY_LENGTHS[b[s]] and not v.luhn_ok(run)):
-                return  # 13 plain digits from 1 (an epoch timestamp), 14 from 3 failing Luhn (an order number)
+        if run.isdigit() and b[t:t + 1] not in (b"X", b"x") and not v.plain_run_possible(run):
+            return  # 13 plain digits from 1 (an epoch timestamp), 14 from 3 failing Luhn (an order number)
         if -s in self.done:
             return
         self.done.add(-s)

@@ -48,6 +48,13 @@ PLAIN_LENGTHS = _plain_lengths()
 # resident IDs), by first byte: such a run that fails Luhn is nothing (a 14-digit order number).
 CARD_ONLY_LENGTHS = tuple(frozenset({13, 14, 16, 17, 19}) if 50 <= c <= 54 else frozenset() for c in range(256))
 
+
+def plain_run_possible(run: bytes) -> bool:
+    """Whether a plain digit run (no separator, no X after it) can be a mobile, a card or a resident
+    ID: its length fits its first digit, and a length only a card has passes Luhn."""
+    size, first = len(run), run[0]
+    return size in PLAIN_LENGTHS[first] and (size not in CARD_ONLY_LENGTHS[first] or luhn_ok(run))
+
 # ISO 13616 registry: country code -> total IBAN length.
 IBAN_LENGTHS = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,

@@ -225,8 +225,7 @@ class _Check:
         run = b[s:t]
         if not tail and run.isdigit():
             # One run of plain digits: the run itself is the only candidate.
-            size = t - s
-            if size not in v.PLAIN_LENGTHS[b[s]] or (size in v.CARD_ONLY_LENGTHS[b[s]] and not v.luhn_ok(run)):
+            if not v.plain_run_possible(run):
                 return None  # no validator accepts it (timestamps, counters, order numbers)
             if b[s - 1:s] in (b".", b"+", b"-") or (s > 0 and b[s - 1] in WORD and not after_escape(b, s)):
                 return None

@@ -271,7 +271,7 @@ def _level(record: dict[str, Any]) -> str | None:
 
 def _is_error_log(record: dict[str, Any]) -> bool:
     level = _level(record)
-    if level is not None and (_is_error_level(level) if len(level) <= 64 else _ERROR_LEVEL.fullmatch(level.strip())):
+    if level is not None and (_known_error_level if len(level) <= 64 else _error_level)(level):
         return True
     number = record.get("severity_number")
     if number is None:
@@ -280,11 +280,14 @@ def _is_error_log(record: dict[str, Any]) -> bool:
     return number is not None and number >= _OTLP_ERROR_SEVERITY
 
 
-@lru_cache(maxsize=1024)
-def _is_error_level(level: str) -> bool:
-    """A level name that means an error; a plugin uses a handful of names, so each is matched once
-    (only short ones are remembered: a level is whatever a record says)."""
+def _error_level(level: str) -> bool:
+    """A level name that means an error."""
     return _ERROR_LEVEL.fullmatch(level.strip()) is not None
+
+
+# A plugin uses a handful of level names, so each short one is matched once (only short ones are
+# remembered: a level is whatever a record says).
+_known_error_level = lru_cache(maxsize=1024)(_error_level)
 
 
 def _span_status(record: dict[str, Any]) -> str | None:

@@ -97,9 +97,7 @@ class WindowKeeper:
         if not isinstance(raw_ts, int):
             return False
         now = self.now_ms()
-        estimator = self.skew.get(key)
-        if estimator is None:
-            estimator = self.estimator(key)
+        estimator = self.estimator(key)
         links = estimator.links
         source = estimator.observe(signal, record, now)
         if estimator.links != links:
@@ -108,9 +106,7 @@ class WindowKeeper:
             self.observed.add(key)
         offset = estimator.offset(source, signal, now)  # what estimator.correct() adds, source known
         corrected = raw_ts + offset
-        placed = self.placed_offsets.get(key)
-        if placed is None or placed.get((source, signal)) != offset:
-            self._note_offset(key, source, signal, offset)
+        self._note_offset(key, source, signal, offset)
         if corrected < now - self.window_ms:
             return False
         new_key = key not in self.key_partition

@@ -185,8 +185,7 @@ class SkewEstimator:
     def observe(self, signal: str, record: dict, now: int | None = None) -> str:
         """Learn from one record: spans and span-linked logs give votes, any broker_ts a bound.
         Returns the record's source. ``now``: the clock's reading, when the caller has it."""
-        if signal not in _SIGNAL_SET:
-            _check(signal)
+        _check(signal)
         if now is None:
             now = self._clock()
         # One string per source, not one per record: the wait lists and the span index hold it
@@ -485,5 +484,5 @@ def _put(index: dict, key: str, value: Any, cap: int) -> None:
 
 
 def _check(signal: str) -> None:
-    if signal not in SIGNALS:
+    if signal not in _SIGNAL_SET:
         raise ValueError(f"unknown signal {signal!r}: use one of {', '.join(SIGNALS)}")

@@ -194,7 +194,7 @@ class _KeyWindow:
 
     def put(self, at: int, corrected_ts: int, raw_ts: int, size: int, kind: int, record: dict | bytes,
             tag: bytes) -> None:
-        self.held += size if type(record) is dict else len(record)
+        self.held += _held(record, size)
         if at == len(self.times):
             self.times.append(corrected_ts)
             self.raws.append(raw_ts)
@@ -409,7 +409,7 @@ class WindowStore:
         self._entries += 1
         if at == window.head:
             heapq.heappush(self._heap, (corrected_ts, key))  # a new oldest for this key
-        while len(window.times) - window.head > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
+        while len(window) > self.per_key_max_entries or window.bytes > self.per_key_max_bytes:
             self._drop_head(window)
             self._evicted += 1
         while self._bytes > self.budget_bytes:
