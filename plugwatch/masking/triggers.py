@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.scanner import BASE64_40, CASELESS, START, Trigger
+from plugwatch.masking.scanner import BASE64_40, CASELESS, DIGIT_RUN, START, Trigger
 
 # Left boundaries below: start of data, a non-word byte, or a JSON escape (\n, \u4e2d, ...),
 # which decodes to a newline or a CJK character and so separates words too.
@@ -62,7 +62,7 @@ def build_triggers(rules: Rules) -> list[Trigger]:
     stems = _alternation(names)
     triggers: list[Trigger] = [
         (T_EMAIL, rb"@[A-Za-z0-9]", 0),
-        (T_DIGITS, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[0-9](?:[ \-]?[0-9]){10}", START),
+        (T_DIGITS, DIGIT_RUN, START),
         (T_PLUS, rb"(?:^|[^A-Za-z0-9/+=]|\\u[0-9A-Fa-f]{4})\+[1-9]", 0),
         (T_JWT, rb"(?:^|[^A-Za-z0-9_.\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})eyJ[A-Za-z0-9_\-]{4}", 0),
         (T_PEM, rb"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY", 0),

@@ -15,7 +15,7 @@ import orjson
 
 from plugwatch.masking import validators as v
 from plugwatch.masking.rules import Rules
-from plugwatch.masking.scanner import BASE64_40, CASELESS, START, Scanner
+from plugwatch.masking.scanner import BASE64_40, CASELESS, DIGIT_RUN, START, Scanner
 from plugwatch.masking.structure import ALNUM, WORD, Structure, after_escape, escaped
 from plugwatch.masking.triggers import _alternation
 
@@ -61,7 +61,7 @@ class Verifier:
         self.context = context
         triggers = _name_triggers(rules) + [
             (V_EMAIL, rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9\-]+\.[A-Za-z]{2}", 0),
-            (V_NUMBER, rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[0-9](?:[ \-]?[0-9]){10}", START),
+            (V_NUMBER, DIGIT_RUN, START),
             (V_PLUS, rb"(?:^|[^A-Za-z0-9/+=]|\\u[0-9A-Fa-f]{4})\+[1-9](?:[ \-.()]{0,2}[0-9]){7}", 0),
             (V_JWT, rb"eyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-]{4}", 0),
             (V_PEM, rb"PRIVATE KEY(?: BLOCK)?-----", 0),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 
 import orjson
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from plugwatch.masking import MaskingEngine
 from plugwatch.masking.corpus import CorpusGenerator
 from plugwatch.masking.rules import DEFAULT_RULES_PATH
-from plugwatch.masking.scanner import BASE64_40, PairScanner, _base64_40_ends, hyperscan
+from plugwatch.masking.scanner import BASE64_40, DIGIT_RUN, PairScanner, Scanner, _base64_40_ends, hyperscan
+from plugwatch.masking.triggers import T_DIGITS
 
 from conftest import TEST_KEY
 
@@ -144,3 +146,68 @@ def test_shared_scan_that_cannot_compile_falls_back(engine: MaskingEngine, monke
         masked, stats = eng.mask({"m": "nothing here", "p": "call 13800138000"})
         assert masked == {"m": "nothing here", "p": "call [MASKED:phone:****8000]"} and not stats.dropped
     assert eng._pair is False
+
+
+# The digit-run trigger as it was before runs from 1 were narrowed: every run of 11+ digits.
+BROAD_DIGIT_RUN = rb"(?:^|[^0-9A-Za-z_.+\-]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[0-9](?:[ \-]?[0-9]){10}"
+
+
+def _broad_engine(rules, backend: bool | None) -> MaskingEngine:
+    """An engine whose masker and verifier both trigger on every digit run, scanning separately."""
+    eng = MaskingEngine(rules, TEST_KEY, use_hyperscan=backend)
+    for side in (eng.masker, eng.verifier):
+        triggers = [(i, BROAD_DIGIT_RUN if p == DIGIT_RUN else p, f) for i, p, f in side.scanner.triggers]
+        side.scanner = Scanner(triggers, backend)
+    eng._pair = False
+    return eng
+
+
+def _digit_texts(n: int) -> list[str]:
+    """Digit runs from 1 (and some from other digits) of 9-20 digits, grouped or not, with X tails,
+    next to separators, escapes, words, quotes and other digit runs."""
+    rng = random.Random(13)
+    ids = ["110101199003074258", "11010119900307425X", "110105491231002", "13800138000", "8613800138000"]
+    around = [" ", "-", ".", "X", "x", "\n", "\\n", "\\u4e2d", ":", ",", '"', "a", "_", "+", "", " - ", "-1", " 1"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.25:
+                parts.append(rng.choice(ids))
+            else:
+                size = rng.randint(9, 20)
+                first = "1" if rng.random() < 0.7 else rng.choice("0123456789")
+                digits = first + "".join(rng.choice("0123456789") for _ in range(size - 1))
+                if rng.random() < 0.4:  # groups
+                    cuts = sorted(rng.sample(range(1, size), rng.randint(1, 3)))
+                    digits = "".join(c + (rng.choice(" -") if i + 1 in cuts else "") for i, c in enumerate(digits))
+                parts.append(digits)
+            parts.append(rng.choice(around))
+        out.append("".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("backend", [None, False], ids=["default", "re"])
+def test_narrowed_digit_trigger_changes_no_outcome(engine: MaskingEngine, backend: bool | None) -> None:
+    """Runs from 1 that no validator can accept are no longer triggered: every masked text, masked
+    event and verifier verdict is what triggering on all runs gave."""
+    narrow, broad = MaskingEngine(engine.rules, TEST_KEY, use_hyperscan=backend), _broad_engine(engine.rules, backend)
+    texts = _digit_texts(3000)
+    for text in texts:
+        assert narrow.mask_text(text) == broad.mask_text(text), text
+        raw = text.encode()
+        # As sets: a run right before a final newline can be reported twice ($ matches at the end
+        # and before that newline), and every reader treats a repeat like the first report.
+        assert set(narrow.verifier.check(raw, False, False)) == set(broad.verifier.check(raw, False, False)), text
+    leading = [re.match(r"[0-9]*", t).group()[:19] for t in texts[:1000]]  # JSON numbers of 0-19 digits
+    events = [{"ts": 1764000000000 + i, "n": int(n or i), "message": t, "nested": [t, {"v": t}]}
+              for i, (t, n) in enumerate(zip(texts, leading))]
+    events += [ev for ev, _ in CorpusGenerator(seed=5, use_loghub=False).events(300)]
+    for event in events:
+        assert narrow.mask(event) == broad.mask(event), event
+
+
+def test_epoch_milliseconds_do_not_trigger(engine: MaskingEngine) -> None:
+    data = orjson.dumps({"ts": 1764000000000, "raw_ts": 1764000000123, "at": "at 1764000000000, 176400000012."})
+    assert not [hit for hit in engine.masker.scanner.scan(data) if hit[0] == T_DIGITS]
+    assert engine.mask_text("call 13800138000 or 138 0013 8000") == "call [MASKED:phone:****8000] or [MASKED:phone:****8000]"
