@@ -104,14 +104,18 @@ class _Track:
         A sample beyond ±2**62 ms (no clock is that far off) is ignored."""
         if not (-_FAR < slack < _FAR and -_FAR < at < _FAR):
             return False
-        ordered = self.sorted_slacks
-        before = ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else None
+        before = self.slack_at(quantile)
         if len(self.slacks) >= cap:
             self.drop_slack()
         self.slacks.append(slack)
         self.slack_times.append(at)
-        insort(ordered, slack)
-        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] != before
+        insort(self.sorted_slacks, slack)
+        return self.slack_at(quantile) != before
+
+    def slack_at(self, quantile: float) -> int | None:
+        """The ``quantile`` of the broker samples (None without any)."""
+        ordered = self.sorted_slacks
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] if ordered else None
 
     def drop_slack(self) -> None:
         """Forget the oldest broker sample."""
@@ -383,10 +387,8 @@ class SkewEstimator:
         return fit
 
     def _bound(self, track: _Track) -> int | None:
-        ordered = track.sorted_slacks
-        if not ordered:
-            return None
-        return ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))] + self._tolerance
+        slack = track.slack_at(self._quantile)
+        return None if slack is None else slack + self._tolerance
 
     def table(self) -> list[dict]:
         """One row per (source, signal) with evidence: for reports, the debug view and the gauge."""
