@@ -103,21 +103,22 @@ class IngestPipeline:
             if source.timestamp_ms is not None:
                 record["broker_ts"] = source.timestamp_ms
             try:
-                masked, stats = self.masker.mask(record)
+                value, masked, stats = self.masker.mask_json(record)
             except Exception as exc:  # fail closed: the record is not passed on unmasked
                 out.deadletters.append(
                     self.deadletter("masking_error", type(exc).__name__, None, source, signal, index, None, encoding)
                 )
                 continue
             out.mask_stats += stats
-            if stats.flagged:
+            if stats.flagged:  # the masker changed it, so ``masked`` is its own copy
                 masked["masking_violation"] = True
+                value = orjson.dumps(masked)
             if not masked.get("tenant_id") or not masked.get("plugin_id"):
                 out.deadletters.append(
                     self.deadletter("masking_error", "tenant_id or plugin_id was masked away", None, source, signal, index)
                 )
                 continue
-            out.records.append(MaskedRecord(plugin_key(masked), masked, orjson.dumps(masked)))
+            out.records.append(MaskedRecord(plugin_key(masked), masked, value))
             out.encodings[encoding] += 1
 
     def deadletter(

@@ -38,6 +38,7 @@ _BYTES_CAP = 262_144
 # the bench and ingest corpora), so switch at one half, averaged over the last few dozen buffers.
 _PAIR_ABOVE = 0.5
 _PAIR_WEIGHT = 1 / 32
+_COPY = object()
 
 
 class MaskingEngine:
@@ -77,10 +78,28 @@ class MaskingEngine:
                     raw = orjson.dumps(value)
                 except TypeError:
                     return self._tree(value, stats, False), stats
-                return self._masked_object(raw, stats), stats
+                return self._masked_object(raw, stats)[1], stats
             return self._tree(value, stats, False), stats
         except Exception:
             return self._drop(value, stats)
+
+    def mask_json(self, value: dict[str, Any] | list[Any]) -> tuple[bytes, Any, MaskStats]:
+        """``mask`` for a caller that writes the result as JSON: the masked value's compact JSON,
+        the masked value, and what was found. When nothing was masked the value returned is
+        ``value`` itself (not a copy: do not change it) and the JSON is ``orjson.dumps(value)``, so
+        the common case costs no parse of the output and no second serialisation."""
+        stats = MaskStats()
+        try:
+            try:
+                raw = orjson.dumps(value)
+            except TypeError:
+                masked = self._tree(value, stats, False)
+                return orjson.dumps(masked), masked, stats
+            out, masked = self._masked_object(raw, stats, value)
+            return out, masked, stats
+        except Exception:
+            dropped, stats = self._drop(value, stats)
+            return orjson.dumps(dropped), dropped, stats
 
     def mask_line(self, line: bytes) -> tuple[bytes, MaskStats]:
         """One JSON document (bytes) in, its masked compact JSON out. Raises ``ValueError`` when
@@ -165,13 +184,18 @@ class MaskingEngine:
                 self._pair = False
         return self._pair is not False
 
-    def _masked_object(self, raw: bytes, stats: MaskStats) -> Any:
+    def _masked_object(self, raw: bytes, stats: MaskStats, unchanged: Any = _COPY) -> tuple[bytes, Any]:
+        """The masked JSON of ``raw`` and its value: ``unchanged`` when nothing was masked, unless
+        that is ``_COPY`` (then a parsed copy)."""
         out = self._masked_bytes(raw, stats)
+        if out is raw and unchanged is not _COPY:
+            return out, unchanged
         try:
-            return orjson.loads(out)
+            return out, orjson.loads(out)
         except orjson.JSONDecodeError:
             stats.add("fallback")
-            return self._tree(orjson.loads(raw), stats, False)
+            masked = self._tree(orjson.loads(raw), stats, False)
+            return orjson.dumps(masked), masked
 
     def _replace_violations(self, out: bytes, positions: list[int], stats: MaskStats) -> bytes:
         st = Structure(out)

@@ -136,6 +136,85 @@ class RecordError(ValueError):
         self.reason = reason
 
 
+# The fast path: what ``schema.model_validate(data).model_dump(exclude_none=True)`` returns, for the
+# shapes nearly every record has -- each field of the exact JSON type it is declared with, timestamps
+# already epoch ms in range -- field by field in plain Python (~4x cheaper than the model, which was
+# ~5 % of a loaded worker's event loop). Any other shape returns None and goes through the model,
+# which also writes the error messages. Kinds of the models' fields; every field must have one.
+_TEXT, _ID, _EPOCH, _MAP, _CODE, _FLOAT, _ANY, _MODEL = range(8)
+_INT64 = 2**63
+_KINDS: dict[tuple[type[BaseModel], str], int] = {
+    (_Record, "tenant_id"): _ID, (_Record, "plugin_id"): _ID, (_Record, "attributes"): _MAP,
+    (LogRecord, "ts"): _EPOCH, (MetricRecord, "ts"): _EPOCH, (SpanRecord, "start_ts"): _EPOCH,
+    (SpanRecord, "end_ts"): _EPOCH, (SpanRecord, "status"): _CODE, (SpanRecord, "kind"): _CODE,
+    (MetricRecord, "value"): _FLOAT, (LogRecord, "exception"): _MODEL, (LogRecord, "request"): _MODEL,
+    (RequestInfo, "headers"): _MAP, (RequestInfo, "query"): _MAP, (RequestInfo, "body"): _ANY,
+}
+_Fields = tuple[tuple[str, int, bool, Any], ...]  # (name, kind, required, the nested model's fields)
+
+
+def _fields(model: type[BaseModel]) -> _Fields:
+    """``model``'s fields in declaration order (the order ``model_dump`` writes them in)."""
+    fields = []
+    for name, info in model.model_fields.items():
+        owner = next(base for base in model.__mro__ if name in getattr(base, "__annotations__", {}))
+        kind = _KINDS.get((owner, name), _TEXT)
+        if kind == _TEXT and info.annotation != Text:
+            raise TypeError(f"{model.__name__}.{name} needs a kind in records._KINDS")
+        nested = _fields(info.annotation.__args__[0]) if kind == _MODEL else None
+        fields.append((name, kind, info.is_required(), nested))
+    return tuple(fields)
+
+
+_FAST = {signal: _fields(schema) for signal, schema in SCHEMAS.items()}
+
+
+def _fast(fields: _Fields, data: dict[str, Any]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    get = data.get
+    for name, kind, required, nested in fields:
+        value = get(name)
+        if value is None:  # absent or null: left out, as exclude_none does; the model refuses it if required
+            if required:
+                return None
+            continue
+        if kind == _TEXT:
+            if type(value) is not str:
+                return None
+        elif kind == _ID:
+            if type(value) is not str or not 0 < len(value) <= 256:
+                return None
+        elif kind == _EPOCH:
+            if type(value) is not int or not _MIN_MS <= value < _MAX_MS:
+                return None
+        elif kind == _MAP:
+            if type(value) is not dict or not all(type(k) is str for k in value):
+                return None
+            value = dict(value)
+        elif kind == _MODEL:
+            if type(value) is not dict:
+                return None
+            value = _fast(nested, value)
+            if value is None:
+                return None
+        elif kind == _CODE:
+            if type(value) is int:
+                value = str(value)
+            elif type(value) is not str:
+                return None
+        elif kind == _FLOAT:
+            if type(value) is int and -_INT64 <= value < _INT64:
+                value = float(value)
+            elif type(value) is not float:
+                return None
+        out[name] = value
+    if len(data) > len(out):  # unknown fields follow in their own order; null ones are left out
+        for name, value in data.items():
+            if value is not None and name not in out:
+                out[name] = value
+    return out
+
+
 def validate(signal: str, data: Any) -> dict[str, Any]:
     """Validate one decoded record of ``signal``; returns a plain dict with epoch-ms timestamps."""
     if not isinstance(data, dict):
@@ -148,11 +227,13 @@ def validate(signal: str, data: Any) -> dict[str, Any]:
                 data = {**data, time_field: data[alias]}
                 del data[alias]
                 break
-    try:
-        model = schema.model_validate(data)
-    except ValidationError as exc:
-        raise RecordError(_reason(exc), _describe(exc)) from None
-    record = model.model_dump(exclude_none=True)
+    record = _fast(_FAST[signal], data) if type(data) is dict else None
+    if record is None:
+        try:
+            model = schema.model_validate(data)
+        except ValidationError as exc:
+            raise RecordError(_reason(exc), _describe(exc)) from None
+        record = model.model_dump(exclude_none=True)
     if signal == "traces" and "end_ts" not in record:
         record["end_ts"] = record["start_ts"]
     return record

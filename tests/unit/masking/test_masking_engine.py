@@ -149,6 +149,26 @@ def test_values_orjson_cannot_write_take_the_tree_path(engine: MaskingEngine) ->
     assert not stats.flagged
 
 
+def test_mask_json_is_mask_written_as_json(engine: MaskingEngine, monkeypatch) -> None:
+    clean = {"msg": "all fine", "n": 1, "nested": [{"ok": True}]}
+    out, masked, stats = engine.mask_json(clean)
+    assert masked is clean and out == orjson.dumps(clean) and stats.total == 0  # nothing masked: no copy
+    secret = {"msg": "mail bob@example.com", "headers": {"Authorization": "Bearer abc.def"}, "n": 1}
+    out, masked, stats = engine.mask_json(secret)
+    assert masked == engine.mask(secret)[0] and out == orjson.dumps(masked) and masked is not secret
+    assert secret["msg"] == "mail bob@example.com"  # the input is never changed
+    odd = {"when": datetime.date(2024, 5, 1), "mail": "bob@example.com"}  # orjson cannot write it
+    out, masked, _ = engine.mask_json(odd)
+    assert masked == {"when": "2024-05-01", "mail": "[MASKED:email]"} and orjson.loads(out) == masked
+    eng = MaskingEngine(engine.rules, TEST_KEY)
+    monkeypatch.setattr(eng.masker, "run", lambda b, *a, **k: b)  # a masker that finds nothing
+    out, masked, stats = eng.mask_json({"k": "AKIAIOSFODNN7EXAMPLE", "ok": 1})
+    assert masked == {"k": "[MASKED:violation]", "ok": 1} and orjson.loads(out) == masked and stats.flagged
+    monkeypatch.setattr(eng.masker, "run", lambda *a, **k: 1 / 0)  # fails closed
+    out, masked, stats = eng.mask_json({"tenant_id": "t"})
+    assert (out, masked) == (b"{}", {}) and stats.dropped == 1
+
+
 def test_mask_line_output_is_compact_json(engine: MaskingEngine) -> None:
     out, stats = engine.mask_line(b'{ "msg" : "mail bob@example.com",\n "n": 1 }')
     assert out == b'{"msg":"mail [MASKED:email]","n":1}' and stats.counts == {"email": 1}
