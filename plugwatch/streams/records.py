@@ -137,10 +137,10 @@ class RecordError(ValueError):
 
 
 # The fast path: what ``schema.model_validate(data).model_dump(exclude_none=True)`` returns, for the
-# shapes nearly every record has -- each field of the exact JSON type it is declared with, timestamps
-# already epoch ms in range -- field by field in plain Python (~4x cheaper than the model, which was
-# ~5 % of a loaded worker's event loop). Any other shape returns None and goes through the model,
-# which also writes the error messages. Kinds of the models' fields; every field must have one.
+# shapes nearly every record has -- each field of the exact JSON type it is declared with,
+# timestamps already epoch ms in range -- field by field in plain Python (3.2 instead of 5.7 us a
+# log record; the model took ~5 % of a loaded worker's event loop). Any other shape returns None
+# and goes through the model, which also words the errors. Every model field needs a kind here.
 _TEXT, _ID, _EPOCH, _MAP, _CODE, _FLOAT, _ANY, _MODEL = range(8)
 _INT64 = 2**63
 _KINDS: dict[tuple[type[BaseModel], str], int] = {
