@@ -74,11 +74,7 @@ class MaskingEngine:
         stats = MaskStats()
         try:
             if isinstance(value, (dict, list)):
-                try:
-                    raw = orjson.dumps(value)
-                except TypeError:
-                    return self._tree(value, stats, False), stats
-                return self._masked_object(raw, stats)[1], stats
+                return self._masked_object(value, stats)[1], stats
             return self._tree(value, stats, False), stats
         except Exception:
             return self._drop(value, stats)
@@ -90,13 +86,8 @@ class MaskingEngine:
         the common case costs no parse of the output and no second serialisation."""
         stats = MaskStats()
         try:
-            try:
-                raw = orjson.dumps(value)
-            except TypeError:
-                masked = self._tree(value, stats, False)
-                return orjson.dumps(masked), masked, stats
-            out, masked = self._masked_object(raw, stats, value)
-            return out, masked, stats
+            out, masked = self._masked_object(value, stats, value)
+            return (orjson.dumps(masked) if out is None else out), masked, stats
         except Exception:
             dropped, stats = self._drop(value, stats)
             return orjson.dumps(dropped), dropped, stats
@@ -184,9 +175,15 @@ class MaskingEngine:
                 self._pair = False
         return self._pair is not False
 
-    def _masked_object(self, raw: bytes, stats: MaskStats, unchanged: Any = _COPY) -> tuple[bytes, Any]:
-        """The masked JSON of ``raw`` and its value: ``unchanged`` when nothing was masked, unless
-        that is ``_COPY`` (then a parsed copy)."""
+    def _masked_object(self, value: dict[str, Any] | list[Any], stats: MaskStats,
+                       unchanged: Any = _COPY) -> tuple[bytes | None, Any]:
+        """The masked JSON of ``value`` and the masked value: ``unchanged`` when nothing was masked,
+        unless that is ``_COPY`` (then a parsed copy). The JSON is None where the tree path masked
+        it (values orjson cannot write, output that would not parse)."""
+        try:
+            raw = orjson.dumps(value)
+        except TypeError:
+            return None, self._tree(value, stats, False)
         out = self._masked_bytes(raw, stats)
         if out is raw and unchanged is not _COPY:
             return out, unchanged
@@ -194,8 +191,7 @@ class MaskingEngine:
             return out, orjson.loads(out)
         except orjson.JSONDecodeError:
             stats.add("fallback")
-            masked = self._tree(orjson.loads(raw), stats, False)
-            return orjson.dumps(masked), masked
+            return None, self._tree(orjson.loads(raw), stats, False)
 
     def _replace_violations(self, out: bytes, positions: list[int], stats: MaskStats) -> bytes:
         st = Structure(out)
